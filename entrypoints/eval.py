@@ -1,0 +1,8 @@
+"""`mlflow run . -e eval --env-manager local` runs this; so can `python entrypoints/eval.py --help`."""
+
+import sys
+
+from rlvf.pipeline.cli import script_main
+
+if __name__ == "__main__":
+    sys.exit(script_main("eval"))

@@ -1,0 +1,8 @@
+"""`mlflow run . -e sft --env-manager local` runs this; so can `python entrypoints/sft.py --help`."""
+
+import sys
+
+from rlvf.pipeline.cli import script_main
+
+if __name__ == "__main__":
+    sys.exit(script_main("sft"))

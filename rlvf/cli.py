@@ -1,0 +1,54 @@
+"""The `rlvf` command line. Each area of rlvf registers its own commands here."""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+import click
+
+from rlvf.errors import UserError
+from rlvf.records import RecordError
+
+
+class _Group(click.Group):
+    """A click group that turns user mistakes into one clear line and exit status 2."""
+
+    def invoke(self, ctx: click.Context):  # type: ignore[override]
+        try:
+            return super().invoke(ctx)
+        except (UserError, RecordError) as e:
+            click.echo(f"error: {e}", err=True)
+            sys.exit(2)
+        except KeyboardInterrupt:
+            click.echo("interrupted", err=True)
+            sys.exit(130)
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="rlvf")
+def main() -> None:
+    """rlvf: post-train code LLMs with verification feedback.
+
+    Sample code from a model, run it against unit tests in a sandbox, and turn
+    pass/fail into training signal, tracked in MLflow and published with MkDocs.
+    """
+
+
+def _register() -> None:
+    from rlvf.verify.cli import verify_cmd
+
+    main.add_command(verify_cmd)
+    # Other areas add their commands here, one line each.
+    main.add_command(importlib.import_module("rlvf.models.cli").bootstrap_cmd)
+    main.add_command(importlib.import_module("rlvf.generate.cli").sample_cmd)
+    main.add_command(importlib.import_module("rlvf.report.cli").import_results_cmd)
+    main.add_command(importlib.import_module("rlvf.report.cli").export_cmd)
+    main.add_command(importlib.import_module("rlvf.report.cli").compare_cmd)
+    main.add_command(importlib.import_module("rlvf.pipeline.cli").pairs_cmd)
+    main.add_command(importlib.import_module("rlvf.pipeline.cli").sft_cmd)
+    main.add_command(importlib.import_module("rlvf.pipeline.cli").dpo_cmd)
+    main.add_command(importlib.import_module("rlvf.pipeline.cli").eval_cmd)
+
+
+_register()

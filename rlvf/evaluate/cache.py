@@ -1,0 +1,104 @@
+"""The base policy's evaluation, cached by the base's identity + the eval settings, so every
+SFT / DPO run can record `base_eval/...` without re-evaluating the same base each time.
+
+Cache entries live under `$RLVF_HOME/cache/eval/<key>/` (RLVF_HOME defaults to
+~/.cache/rlvf, the embedded model's home); set RLVF_NO_EVAL_CACHE=1 to bypass it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+from rlvf.records import EvalResult, write_jsonl
+
+FORMAT = 1  # bump when evaluation code changes what a cached result would hold
+
+
+def cache_root() -> Path:
+    from rlvf.models.bootstrap import rlvf_home
+
+    return rlvf_home() / "cache" / "eval"
+
+
+def enabled() -> bool:
+    return os.environ.get("RLVF_NO_EVAL_CACHE", "").strip().lower() not in ("1", "true", "yes")
+
+
+def base_identity(policy: str, revision: str | None) -> dict[str, Any]:
+    """What identifies a base policy's weights: for the embedded model its bootstrap key,
+    for a local directory its files' names, sizes and mtimes, for a hub id the revision."""
+    from rlvf.models.loader import is_embedded
+
+    ident: dict[str, Any] = {"policy": policy, "revision": revision}
+    if is_embedded(policy):
+        from rlvf.models.bootstrap import DEFAULT_SEED, get_config, parse_embedded
+
+        ident["embedded_key"] = get_config(parse_embedded(policy)).key(DEFAULT_SEED)
+        return ident
+    path = Path(os.path.expanduser(policy))
+    if path.is_dir():
+        files = sorted(p for p in path.rglob("*") if p.is_file())
+        ident["path"] = str(path.resolve())
+        ident["files"] = [(str(p.relative_to(path)), p.stat().st_size, int(p.stat().st_mtime)) for p in files]
+    return ident
+
+
+def cache_key(identity: dict[str, Any], settings: dict[str, Any]) -> str:
+    import rlvf
+
+    blob = json.dumps({"base": identity, "settings": settings, "format": FORMAT, "rlvf": rlvf.__version__},
+                      sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def load(key: str, suites: list[str]) -> dict[str, Any] | None:
+    """The cached SuiteEvals for every suite, or None when any is missing or unreadable."""
+    from rlvf.evaluate.core import SuiteEval
+    from rlvf.records import Sample, read_jsonl
+
+    if not enabled():
+        return None
+    d = cache_root() / key
+    out = {}
+    for i, suite in enumerate(suites):
+        try:
+            data = json.loads((d / f"{i}.json").read_text())
+            if data.get("suite") != suite:
+                return None
+            ev = SuiteEval(EvalResult.from_dict(data))
+            if (d / f"{i}.samples.jsonl").exists():
+                ev.samples = [Sample.from_dict(o) for _, o in read_jsonl(d / f"{i}.samples.jsonl")]
+            if (d / f"{i}.outcomes.jsonl").exists():
+                ev.outcomes = [o for _, o in read_jsonl(d / f"{i}.outcomes.jsonl")]
+            out[suite] = ev
+        except (OSError, ValueError, TypeError, KeyError):
+            return None
+    return out
+
+
+def store(key: str, results: dict[str, Any], identity: dict[str, Any]) -> None:
+    """Write SuiteEvals (suite -> SuiteEval) atomically."""
+    if not enabled():
+        return
+    root = cache_root()
+    tmp = root / f"{key}.partial.{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    for i, ev in enumerate(results.values()):
+        (tmp / f"{i}.json").write_text(json.dumps(ev.result.to_dict(), sort_keys=True))
+        if ev.samples:
+            write_jsonl(tmp / f"{i}.samples.jsonl", ev.samples)
+        if ev.outcomes:
+            write_jsonl(tmp / f"{i}.outcomes.jsonl", ev.outcomes)
+    (tmp / "identity.json").write_text(json.dumps(identity, sort_keys=True, indent=1))
+    final = root / key
+    shutil.rmtree(final, ignore_errors=True)
+    try:
+        tmp.rename(final)
+    except OSError:
+        shutil.rmtree(tmp, ignore_errors=True)

@@ -1,0 +1,201 @@
+"""Multi-seed evaluation: generate -> verify -> `EvalResult`, one per suite.
+
+Every seed samples `n_samples` completions per task with that seed; the `EvalResult` keeps
+per-task pass counts, categories, behaviour flags and partial credit per seed, so pass@1
+is reported as mean and std over seeds (seed 002: one seed on a small benchmark gives false
+confidence) and the report can compute head-to-head task lists from the vectors.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from rlvf.errors import UserError
+from rlvf.records import EvalResult, Outcome, Sample, Task
+
+
+@dataclass(frozen=True)
+class EvalSettings:
+    """Everything besides the policy that decides an evaluation's numbers."""
+
+    suites: tuple[str, ...] = ("procedural",)
+    seeds: tuple[int, ...] = (0, 1, 2)
+    n_samples: int = 1
+    per_cell: int = 1
+    limit: int | None = None
+    temperature: float = 0.8
+    top_p: float = 1.0
+    max_new_tokens: int = 256
+    batch_size: int = 64
+    timeout: float = 3.0
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "suites", tuple(self.suites))
+        object.__setattr__(self, "seeds", tuple(int(s) for s in self.seeds))
+        if not self.suites:
+            raise UserError("eval: no suites given")
+        if not self.seeds:
+            raise UserError("eval: no seeds given")
+        if len(set(self.seeds)) != len(self.seeds):
+            raise UserError(f"eval: seeds repeat ({list(self.seeds)})")
+
+    @classmethod
+    def from_config(cls, cfg: Any) -> EvalSettings:
+        return cls(
+            suites=tuple(cfg["eval.suites"]),
+            seeds=tuple(cfg["eval.seeds"]),
+            n_samples=cfg["eval.n_samples"],
+            per_cell=cfg["eval.per_cell"],
+            limit=cfg["eval.limit"],
+            temperature=cfg["eval.temperature"],
+            top_p=cfg["eval.top_p"],
+            max_new_tokens=cfg["eval.max_new_tokens"],
+            batch_size=cfg["eval.batch_size"],
+            timeout=cfg["verify.timeout"],
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "suites": list(self.suites),
+            "seeds": list(self.seeds),
+            "n_samples": self.n_samples,
+            "per_cell": self.per_cell,
+            "limit": self.limit,
+            "temperature": self.temperature,
+            "top_p": self.top_p,
+            "max_new_tokens": self.max_new_tokens,
+            "batch_size": self.batch_size,
+            "timeout": self.timeout,
+        }
+
+
+@dataclass
+class SuiteEval:
+    """One suite's evaluation: the result plus the per-sample records behind it."""
+
+    result: EvalResult
+    samples: list[Sample] = field(default_factory=list)
+    outcomes: list[dict[str, Any]] = field(default_factory=list)  # Outcome dicts + "seed"
+    seconds: float = 0.0
+
+
+def load_tasks(suite: str, per_cell: int = 1, limit: int | None = None, seed: int | None = None) -> list[Task]:
+    """The tasks of `suite` (first `limit` of them); an empty suite is a UserError."""
+    from rlvf.tasks import load_suite
+
+    tasks = list(load_suite(suite, seed=seed, per_cell=per_cell))
+    if limit is not None:
+        tasks = tasks[:limit]
+    if not tasks:
+        raise UserError(f"suite '{suite}' has no tasks")
+    return tasks
+
+
+def build_result(
+    suite: str,
+    policy: str,
+    tasks: Sequence[Task],
+    per_seed: dict[int, tuple[Sequence[Sample], Sequence[Outcome]]],
+    n_samples: int,
+    settings: dict[str, Any],
+) -> EvalResult:
+    """An EvalResult from each seed's samples and outcomes."""
+    ids = [t.task_id for t in tasks]
+    pos = {tid: i for i, tid in enumerate(ids)}
+    correct: dict[str, list[int]] = {}
+    categories: dict[str, list[list[str]]] = {}
+    flags: dict[str, list[list[str]]] = {}
+    partial: dict[str, list[float]] = {}
+    for seed, (_samples, outcomes) in per_seed.items():
+        k = str(seed)
+        c = [0] * len(ids)
+        cats: list[list[str]] = [[] for _ in ids]
+        fl: list[list[str]] = [[] for _ in ids]
+        part: list[list[float]] = [[] for _ in ids]
+        for o in sorted(outcomes, key=lambda o: (pos.get(o.task_id, -1), o.index)):
+            i = pos.get(o.task_id)
+            if i is None:
+                continue
+            c[i] += int(o.passed)
+            cats[i].append(o.category)
+            fl[i].append("+".join(o.flags))
+            part[i].append(o.partial_credit)
+        correct[k] = c
+        categories[k] = cats
+        flags[k] = fl
+        partial[k] = [sum(p) / len(p) if p else 0.0 for p in part]
+    meta = {}
+    for t in tasks:
+        m = {key: t.meta[key] for key in ("type", "difficulty") if key in t.meta}
+        if m:
+            meta[t.task_id] = m
+    return EvalResult(
+        suite=suite,
+        policy=policy,
+        seeds=[int(s) for s in per_seed],
+        n_samples=n_samples,
+        task_ids=ids,
+        correct=correct,
+        categories=categories,
+        flags=flags,
+        partial=partial,
+        task_meta=meta,
+        settings=settings,
+    )
+
+
+def evaluate(
+    policy: Any,
+    settings: EvalSettings,
+    *,
+    policy_name: str,
+    workers: int | None = None,
+    progress: bool = True,
+) -> dict[str, SuiteEval]:
+    """Evaluate `policy` (a PolicySpec, or a loaded ``(model, tokenizer)``) on every suite."""
+    from rlvf.generate import SamplingSettings, generate
+    from rlvf.verify import verify_samples
+
+    if not isinstance(policy, tuple):
+        from rlvf.models.loader import load_policy
+
+        policy = load_policy(policy)
+    model = policy[0]
+    was_training = model.training
+    model.eval()
+    out: dict[str, SuiteEval] = {}
+    try:
+        for suite in settings.suites:
+            t0 = time.perf_counter()
+            tasks = load_tasks(suite, settings.per_cell, settings.limit)
+            per_seed: dict[int, tuple[list[Sample], list[Outcome]]] = {}
+            all_samples: list[Sample] = []
+            all_outcomes: list[dict[str, Any]] = []
+            for seed in settings.seeds:
+                sampling = SamplingSettings(
+                    n=settings.n_samples,
+                    temperature=settings.temperature,
+                    top_p=settings.top_p,
+                    max_new_tokens=settings.max_new_tokens,
+                    seed=seed,
+                )
+                samples, _ = generate(policy, tasks, sampling, backend="hf", batch_size=settings.batch_size,
+                                      progress=progress, policy_name=policy_name)
+                outcomes = verify_samples(tasks, samples, timeout=settings.timeout, workers=workers,
+                                          progress=progress)
+                per_seed[seed] = (samples, outcomes)
+                all_samples.extend(samples)
+                all_outcomes.extend({**o.to_dict(), "seed": seed} for o in outcomes)
+            result = build_result(suite, policy_name, tasks, per_seed, settings.n_samples,
+                                  {**settings.to_dict(), "suites": [suite]})
+            out[suite] = SuiteEval(result, all_samples, all_outcomes, time.perf_counter() - t0)
+            if progress:
+                print(f"eval {suite}: {len(tasks)} tasks x {len(settings.seeds)} seeds "
+                      f"x {settings.n_samples} samples in {out[suite].seconds:.1f}s", file=sys.stderr)
+    finally:
+        model.train(was_training)
+    return out

@@ -1,0 +1,385 @@
+"""The sampling engine: n completions per task from any policy, as `Sample` records.
+
+Two backends give the same records:
+
+- ``hf`` (default): batched `model.generate` with left padding; prompts are sorted by
+  length so a batch wastes little on padding; a stopping criterion ends each row as soon
+  as its function is over (see `rlvf.generate.cleanup`), EOS, or a stop sequence.
+- ``vllm``: used by ``backend="auto"`` when vllm is installed and a CUDA GPU is present.
+
+Seeded: batch b of a run with seed s samples under torch seed (s, b), so the same
+policy, tasks, settings and batch size give the same samples on the same machine.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from rlvf.errors import UserError
+from rlvf.generate.cleanup import body_stop_sequences, clean_completion, is_finished
+from rlvf.records import Sample, Task
+
+BACKENDS = ("auto", "hf", "vllm")
+CHAT_INSTRUCTION = "Complete the following Python function. Answer with the whole function in one code block.\n\n"
+
+
+@dataclass(frozen=True)
+class SamplingSettings:
+    """How to sample; recorded in every Sample's `settings`."""
+
+    n: int = 1
+    temperature: float = 0.8
+    top_p: float = 1.0
+    max_new_tokens: int = 256
+    stop: tuple[str, ...] = ()
+    seed: int = 0
+    chat: bool = False  # wrap prompts in the tokenizer's chat template (instruct models)
+
+    def __post_init__(self) -> None:
+        if self.n < 1:
+            raise UserError(f"sample: n must be at least 1 (got {self.n})")
+        if self.temperature < 0:
+            raise UserError(f"sample: temperature must be >= 0 (got {self.temperature})")
+        if not 0 < self.top_p <= 1:
+            raise UserError(f"sample: top_p must be in (0, 1] (got {self.top_p})")
+        if self.max_new_tokens < 1:
+            raise UserError(f"sample: max_new_tokens must be at least 1 (got {self.max_new_tokens})")
+        object.__setattr__(self, "stop", tuple(self.stop))
+
+
+@dataclass
+class Throughput:
+    """What a sampling run cost."""
+
+    backend: str
+    samples: int = 0
+    tokens: int = 0
+    seconds: float = 0.0
+    format_errors: int = 0
+    finish: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def samples_per_s(self) -> float:
+        return self.samples / self.seconds if self.seconds else 0.0
+
+    @property
+    def tokens_per_s(self) -> float:
+        return self.tokens / self.seconds if self.seconds else 0.0
+
+    def summary(self) -> str:
+        fin = ", ".join(f"{k} {v}" for k, v in sorted(self.finish.items()))
+        return (
+            f"sampled {self.samples} completions ({self.tokens} tokens) in {self.seconds:.1f}s with {self.backend}: "
+            f"{self.samples_per_s:.2f} samples/s, {self.tokens_per_s:.0f} tokens/s; "
+            f"finish: {fin or '-'}; missing entry point: {self.format_errors}"
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d.update(samples_per_s=round(self.samples_per_s, 3), tokens_per_s=round(self.tokens_per_s, 1))
+        return d
+
+
+@dataclass(frozen=True)
+class _Raw:
+    text: str
+    n_tokens: int
+    finish: str
+
+
+def _batch_seed(seed: int, batch: int) -> int:
+    return int.from_bytes(hashlib.sha256(f"{seed}:{batch}".encode()).digest()[:4], "little")
+
+
+def vllm_available() -> bool:
+    try:
+        import torch
+
+        if not torch.cuda.is_available():
+            return False
+        import vllm  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def _prompt_text(task: Task, tok, settings: SamplingSettings) -> str:
+    if not settings.chat:
+        return task.prompt
+    if not getattr(tok, "chat_template", None):
+        raise UserError("sample: --chat needs a tokenizer with a chat template (an instruct model)")
+    msgs = [{"role": "user", "content": CHAT_INSTRUCTION + "```python\n" + task.prompt + "```"}]
+    return tok.apply_chat_template(msgs, tokenize=False, add_generation_prompt=True)
+
+
+class _FunctionEnd:
+    """Stopping criterion: a row is done when its function ended or a stop sequence appeared.
+
+    Decodes only the new token of each unfinished row per step and keeps the texts.
+    """
+
+    def __init__(self, tok, prompts: list[str], entry_points: list[str | None], stop: Sequence[str]):
+        self.tok = tok
+        self.prompts = prompts
+        self.entry_points = entry_points
+        self.stop = tuple(stop)
+        self.texts = [""] * len(prompts)
+        self.done: list[bool] = [False] * len(prompts)
+        self.stopped: list[bool] = [False] * len(prompts)
+
+    def __call__(self, input_ids, scores, **kwargs):
+        import torch
+
+        rows = [i for i, d in enumerate(self.done) if not d]
+        if rows:
+            pieces = self.tok.batch_decode(input_ids[rows, -1:], skip_special_tokens=True)
+            eos = self.tok.eos_token_id
+            for i, piece, last in zip(rows, pieces, input_ids[rows, -1].tolist(), strict=True):
+                if last == eos:
+                    self.done[i] = True
+                    continue
+                self.texts[i] += piece
+                if is_finished(self.prompts[i], self.texts[i], self.entry_points[i], self.stop):
+                    self.done[i] = self.stopped[i] = True
+        return torch.tensor(self.done, dtype=torch.bool, device=input_ids.device)
+
+
+class HFBackend:
+    """Batched `generate` with left padding on a loaded (model, tokenizer)."""
+
+    name = "hf"
+
+    def __init__(self, model, tok, batch_size: int = 64):
+        self.model = model
+        self.tok = tok
+        self.batch_size = batch_size
+
+    def run(self, prompts: list[str], entry_points: list[str | None], settings: SamplingSettings,
+            bar=None) -> list[_Raw]:
+        """One completion per prompt (callers repeat prompts for n samples)."""
+        import torch
+
+        tok, model = self.tok, self.model
+        if tok.padding_side != "left" or tok.pad_token_id is None:
+            raise UserError("sample: the tokenizer must pad on the left and have a pad token (use load_policy)")
+        lengths = [len(ids) for ids in tok(prompts, add_special_tokens=False)["input_ids"]]
+        order = sorted(range(len(prompts)), key=lambda i: (-lengths[i], i))
+        out: list[_Raw | None] = [None] * len(prompts)
+        device = next(model.parameters()).device
+        for b, start in enumerate(range(0, len(order), self.batch_size)):
+            idx = order[start : start + self.batch_size]
+            batch_prompts = [prompts[i] for i in idx]
+            enc = tok(batch_prompts, return_tensors="pt", padding=True, add_special_tokens=False).to(device)
+            crit = _FunctionEnd(tok, batch_prompts, [entry_points[i] for i in idx], settings.stop)
+            sample = settings.temperature > 0
+            gen_kwargs: dict[str, Any] = {"do_sample": sample, "max_new_tokens": settings.max_new_tokens}
+            if sample:
+                gen_kwargs.update(temperature=settings.temperature, top_p=settings.top_p, top_k=0)
+            torch.manual_seed(_batch_seed(settings.seed, b))
+            with torch.inference_mode():
+                seqs = model.generate(
+                    **enc,
+                    **gen_kwargs,
+                    stopping_criteria=[crit],
+                    pad_token_id=tok.pad_token_id,
+                    eos_token_id=tok.eos_token_id,
+                )
+            new = seqs[:, enc["input_ids"].shape[1] :].tolist()
+            for r, i in enumerate(idx):
+                ids = new[r]
+                if tok.eos_token_id in ids:
+                    ids = ids[: ids.index(tok.eos_token_id)]
+                    finish = "eos"
+                elif crit.stopped[r]:
+                    finish = "stop"
+                else:
+                    finish = "length"
+                if tok.pad_token_id != tok.eos_token_id:
+                    while ids and ids[-1] == tok.pad_token_id:
+                        ids = ids[:-1]
+                text = tok.decode(ids, skip_special_tokens=True)
+                out[i] = _Raw(text=text, n_tokens=len(ids), finish=finish)
+            if bar is not None:
+                bar.update(len(idx))
+        return [o for o in out if o is not None]
+
+
+class VLLMBackend:
+    """vLLM's offline `LLM.generate` (GPU). Coded against vLLM's documented API; see the closing note."""
+
+    name = "vllm"
+
+    def __init__(self, model_path: str, tokenizer, revision: str | None = None, adapter: str | None = None,
+                 dtype: str = "auto", trust_remote_code: bool = False):
+        from vllm import LLM
+
+        self.tok = tokenizer
+        self.adapter = adapter
+        self.llm = LLM(
+            model=model_path,
+            revision=revision,
+            dtype=dtype,
+            trust_remote_code=trust_remote_code,
+            enable_lora=adapter is not None,
+            max_lora_rank=64,
+        )
+
+    def run(self, prompts: list[str], entry_points: list[str | None], settings: SamplingSettings,
+            bar=None) -> list[_Raw]:
+        from vllm import SamplingParams
+
+        lora = None
+        if self.adapter:
+            from vllm.lora.request import LoRARequest
+
+            lora = LoRARequest("adapter", 1, self.adapter)
+        params = []
+        for i, p in enumerate(prompts):
+            stop = list(settings.stop) + body_stop_sequences(p)
+            params.append(
+                SamplingParams(
+                    n=1,
+                    temperature=settings.temperature,
+                    top_p=settings.top_p if settings.temperature > 0 else 1.0,
+                    max_tokens=settings.max_new_tokens,
+                    stop=stop or None,
+                    seed=_batch_seed(settings.seed, i),
+                )
+            )
+        results = self.llm.generate(prompts, params, lora_request=lora, use_tqdm=bar is not None)
+        out = []
+        for res in results:
+            c = res.outputs[0]
+            if c.finish_reason == "length":
+                finish = "length"
+            elif c.stop_reason is None:
+                finish = "eos"
+            else:
+                finish = "stop"
+            out.append(_Raw(text=c.text, n_tokens=len(c.token_ids), finish=finish))
+        if bar is not None:
+            bar.update(len(prompts))
+        return out
+
+
+def _make_backend(policy, backend: str, batch_size: int):
+    """(backend object, policy label) for a PolicySpec / name / (model, tokenizer) pair."""
+    from rlvf.models.loader import PolicySpec, load_policy, load_tokenizer, resolve_base
+
+    if backend not in BACKENDS:
+        raise UserError(f"sample: backend '{backend}' is not one of {', '.join(BACKENDS)}")
+    if isinstance(policy, tuple):
+        if backend == "vllm":
+            raise UserError("sample: the vllm backend loads from a path, not from an in-memory model")
+        model, tok = policy
+        return HFBackend(model, tok, batch_size), getattr(model, "name_or_path", "")
+    spec = PolicySpec(base=policy) if isinstance(policy, str) else policy
+    use_vllm = backend == "vllm" or (backend == "auto" and vllm_available() and not spec.load_in_4bit)
+    if use_vllm:
+        if not vllm_available():
+            raise UserError("sample: the vllm backend needs vllm installed and a CUDA GPU")
+        tok = load_tokenizer(spec)
+        return VLLMBackend(resolve_base(spec.base), tok, spec.revision, spec.adapter, spec.dtype,
+                           spec.trust_remote_code), spec.name
+    model, tok = load_policy(spec)
+    return HFBackend(model, tok, batch_size), spec.name
+
+
+def generate(
+    policy,
+    tasks: Sequence[Task],
+    settings: SamplingSettings | None = None,
+    *,
+    backend: str = "auto",
+    batch_size: int = 64,
+    progress: bool = True,
+    policy_name: str | None = None,
+    clean: bool = True,
+) -> tuple[list[Sample], Throughput]:
+    """Sample `settings.n` completions per task; returns (samples, throughput).
+
+    `policy` is a `PolicySpec`, a policy name ('embedded', a hub id, a directory) or an
+    already loaded ``(model, tokenizer)`` pair (for training loops). Samples come back
+    ordered by task, then index.
+    """
+    from tqdm.auto import tqdm
+
+    settings = settings or SamplingSettings()
+    engine, label = _make_backend(policy, backend, batch_size)
+    label = policy_name or label
+    tasks = list(tasks)
+    prompts = [_prompt_text(t, engine.tok, settings) for t in tasks]
+    flat_prompts = [p for p in prompts for _ in range(settings.n)]
+    flat_eps = [t.entry_point or None for t in tasks for _ in range(settings.n)]
+    recorded = {
+        "temperature": settings.temperature,
+        "top_p": settings.top_p,
+        "max_new_tokens": settings.max_new_tokens,
+        "stop": list(settings.stop),
+        "backend": engine.name,
+        "chat": settings.chat,
+    }
+    if engine.name == "hf":
+        recorded["batch_size"] = batch_size
+    stats = Throughput(backend=engine.name)
+    t0 = time.perf_counter()
+    with tqdm(total=len(flat_prompts), desc="sample", unit="sample", disable=not progress) as bar:
+        raws = engine.run(flat_prompts, flat_eps, settings, bar=bar)
+    stats.seconds = time.perf_counter() - t0
+    samples = []
+    for k, raw in enumerate(raws):
+        task = tasks[k // settings.n]
+        text, extra = raw.text, {}
+        if clean:
+            c = clean_completion(task.prompt, raw.text, task.entry_point or None, settings.stop)
+            text = c.completion
+            if c.format_error:
+                extra["format_error"] = c.format_error
+                stats.format_errors += 1
+        samples.append(
+            Sample(
+                task_id=task.task_id,
+                index=k % settings.n,
+                completion=text,
+                policy=label,
+                seed=settings.seed,
+                settings={**recorded, **extra},
+                n_tokens=raw.n_tokens,
+                finish=raw.finish,
+            )
+        )
+        stats.samples += 1
+        stats.tokens += raw.n_tokens
+        stats.finish[raw.finish] = stats.finish.get(raw.finish, 0) + 1
+    if progress:
+        print(stats.summary(), file=sys.stderr)
+    return samples, stats
+
+
+def generate_samples(
+    policy,
+    tasks: Sequence[Task],
+    *,
+    n: int = 1,
+    seed: int = 0,
+    temperature: float = 0.8,
+    top_p: float = 1.0,
+    max_new_tokens: int = 256,
+    stop: Sequence[str] = (),
+    chat: bool = False,
+    backend: str = "auto",
+    batch_size: int = 64,
+    progress: bool = True,
+    policy_name: str | None = None,
+) -> list[Sample]:
+    """`generate` with keyword settings, returning only the samples."""
+    settings = SamplingSettings(n=n, temperature=temperature, top_p=top_p, max_new_tokens=max_new_tokens,
+                                stop=tuple(stop), seed=seed, chat=chat)
+    samples, _ = generate(policy, tasks, settings, backend=backend, batch_size=batch_size,
+                          progress=progress, policy_name=policy_name)
+    return samples

@@ -1,0 +1,191 @@
+"""Command lines for the entry points: `python entrypoints/dpo.py ...`, `mlflow run . -e dpo`
+(which calls the same scripts) and `rlvf dpo ...` all end in `run_entry`.
+
+Every entry point takes `--recipe NAME|PATH`, `--set key=value` (repeatable; also several
+separated by ';'), a few named shortcuts (`--pairs`, `--policy`, `--learning-rate`, ...) and,
+in the scripts, any config key as an option of its own (`--train.learning_rate 1e-4`: how
+`mlflow run -P train.learning_rate=1e-4` passes a parameter the MLproject does not declare).
+Empty values mean "the recipe's value", so MLproject parameters can default to "".
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import click
+
+from rlvf.config.schema import applies
+
+# option name -> config key
+SHORTCUTS: dict[str, str] = {
+    "policy": "model.policy",
+    "init": "model.init",
+    "pairs": "data.pairs",
+    "n_pairs": "data.n_pairs",
+    "suite": "data.suite",
+    "traces": "data.traces",
+    "sft_source": "data.sft_source",
+    "suites": "eval.suites",
+    "seeds": "eval.seeds",
+    "learning_rate": "train.learning_rate",
+    "epochs": "train.epochs",
+    "beta": "dpo.beta",
+    "seed": "seed",
+    "experiment": "tracking.experiment",
+    "run_name": "tracking.run_name",
+    "label": "tracking.label",
+    "alias": "registry.alias",
+}
+
+
+def shortcuts_for(method: str) -> dict[str, str]:
+    return {opt: key for opt, key in SHORTCUTS.items() if applies(key, method)}
+
+
+def split_sets(values: Sequence[str] | None) -> list[str]:
+    out = []
+    for v in values or ():
+        out.extend(part.strip() for part in v.split(";") if part.strip())
+    return out
+
+
+def overrides_from(method: str, named: dict[str, Any], sets: Sequence[str] | None, extra: dict[str, str]) -> list[str]:
+    """Override strings from shortcut options, --set values and --dotted.key options (in that order,
+    later ones winning); empty values are skipped."""
+    out = []
+    for opt, key in shortcuts_for(method).items():
+        v = named.get(opt)
+        if v is not None and str(v).strip() != "":
+            out.append(f"{key}={v}")
+    out.extend(split_sets(sets))
+    out.extend(f"{k}={v}" for k, v in extra.items() if str(v).strip() != "")
+    return out
+
+
+def run_entry(method: str, recipe: str | None, overrides: Sequence[str]) -> Any:
+    """Load the config and run the stage; prints the closing summary. Errors propagate."""
+    from rlvf.config import load_config
+    from rlvf.pipeline.stages import STAGES
+
+    cfg = load_config(method, recipe or None, list(overrides))
+    print(f"[rlvf] {method}: recipe {cfg.recipe}, config_hash {cfg.hash}", file=sys.stderr, flush=True)
+    result = STAGES[method](cfg)
+    print(f"[rlvf] {method} run {result.run_id} finished in {result.seconds:.1f}s", file=sys.stderr)
+    for line in result.summary:
+        print(f"[rlvf]   {line}", file=sys.stderr)
+    return result
+
+
+def _fail(message: str, code: int) -> int:
+    print(f"error: {message}", file=sys.stderr)
+    return code
+
+
+def guarded(fn: Callable[[], Any]) -> int:
+    """Run `fn`; user mistakes -> one line + exit 2, Ctrl-C -> 130, SIGTERM -> 143."""
+    from rlvf.errors import UserError
+    from rlvf.records import RecordError
+    from rlvf.tracking.runs import RunKilled
+
+    try:
+        fn()
+    except (UserError, RecordError) as e:
+        return _fail(str(e), 2)
+    except KeyboardInterrupt:
+        return _fail("interrupted", 130)
+    except RunKilled as e:
+        return _fail(str(e), 143)
+    return 0
+
+
+# --------------------------------------------------------------------------- scripts
+
+
+def _script_parser(method: str) -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog=f"entrypoints/{method}.py",
+        description=f"rlvf {method} entry point (also: mlflow run . -e {method} --env-manager local)",
+    )
+    p.add_argument("--recipe", default="", help="recipe name or YAML path (default: default)")
+    p.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
+                   help="config override; repeatable, or several separated by ';'")
+    for opt, key in shortcuts_for(method).items():
+        names = dict.fromkeys([f"--{opt.replace('_', '-')}", f"--{opt}"])
+        p.add_argument(*names, dest=opt, default=None, metavar="VALUE", help=f"= --set {key}=VALUE")
+    return p
+
+
+def parse_script_args(method: str, argv: Sequence[str]) -> tuple[str, list[str]]:
+    """(recipe, overrides) from a script's argv; unknown --a.b options become overrides."""
+    from rlvf.config.loader import ConfigError
+
+    parser = _script_parser(method)
+    ns, rest = parser.parse_known_args(list(argv))
+    extra: dict[str, str] = {}
+    i = 0
+    while i < len(rest):
+        tok = rest[i]
+        if not tok.startswith("--") or len(tok) == 2:
+            raise ConfigError(f"unexpected argument '{tok}' (config keys go as --key value or --set key=value)")
+        key = tok[2:]
+        if "=" in key:
+            key, value = key.split("=", 1)
+            i += 1
+        else:
+            if i + 1 >= len(rest):
+                raise ConfigError(f"option '{tok}' needs a value")
+            value = rest[i + 1]
+            i += 2
+        extra[key.replace("-", "_") if "." not in key else key] = value
+    return ns.recipe, overrides_from(method, vars(ns), ns.sets, extra)
+
+
+def script_main(method: str, argv: Sequence[str] | None = None) -> int:
+    """What entrypoints/<method>.py runs."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if any(a in ("-h", "--help") for a in argv):
+        _script_parser(method).print_help()
+        return 0
+    return guarded(lambda: run_entry(method, *parse_script_args(method, argv)))
+
+
+# --------------------------------------------------------------------------- rlvf CLI
+
+
+def make_command(method: str, help_text: str) -> click.Command:
+    """`rlvf <method>`: the same entry point as a click command."""
+
+    def callback(recipe: str | None, sets: tuple[str, ...], **named: Any) -> None:
+        run_entry(method, recipe, overrides_from(method, named, sets, {}))
+
+    params: list[click.Parameter] = [
+        click.Option(["--recipe", "-r"], default=None, help="Recipe name or YAML path (default: default)."),
+        click.Option(["--set", "-s", "sets"], multiple=True, metavar="KEY=VALUE",
+                     help="Config override, e.g. -s train.learning_rate=1e-4 (repeatable)."),
+    ]
+    for opt, key in shortcuts_for(method).items():
+        params.append(click.Option([f"--{opt.replace('_', '-')}", opt], default=None, help=f"Sets {key}."))
+    return click.Command(method, callback=callback, params=params, help=help_text)
+
+
+pairs_cmd = make_command(
+    "pairs",
+    "Sample from a policy, verify, and build preference pairs (chosen passed, rejected failed, same policy and "
+    "prompt), logged as an MLflow run with data/pairs.jsonl as its dataset.",
+)
+sft_cmd = make_command(
+    "sft",
+    "SFT (TRL) on the policy's own verified samples or a teacher-trace JSONL; evaluates, logs and registers the result.",
+)
+dpo_cmd = make_command(
+    "dpo",
+    "DPO (TRL) on verified pairs (a file, a pairs run id, or built now); evaluates against the base, logs and "
+    "registers the result. The same as `mlflow run . -e dpo --env-manager local`.",
+)
+eval_cmd = make_command(
+    "eval",
+    "Evaluate a policy (the base, or --init RUN_ID|models:/...|DIR) on code suites over several seeds.",
+)

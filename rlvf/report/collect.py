@@ -1,0 +1,402 @@
+"""Read runs from an MLflow store into registry records (plain JSON-ready dicts).
+
+Selection (`Selection`): explicit run ids, registered models (all versions), aliases
+(``MODEL@ALIAS``), experiments and tags; with none of these, every registered model
+version in the store plus every imported run (tag ``rlvf.kind=imported``). The baselines
+of selected runs and the runs of user-named pairs are always added.
+
+Baseline of a run: tag ``rlvf.baseline_run_id``, else ``rlvf.parent_run_id`` (when that run
+has evaluations), else the latest run with method ``base`` and the same invariants hash.
+
+A run with no evaluation of its own gets the suites of its eval runs (kind ``eval`` whose
+``rlvf.parent_run_id`` names it).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import unquote, urlparse
+
+from rlvf.errors import UserError
+from rlvf.metrics import summarize
+from rlvf.records import EvalResult
+from rlvf.tracking import schema
+
+MAX_CURVE_POINTS = 500
+RECORD_VERSION = 1
+
+
+@dataclass
+class Selection:
+    runs: list[str] = field(default_factory=list)
+    models: list[str] = field(default_factory=list)
+    aliases: list[str] = field(default_factory=list)  # "MODEL@ALIAS"
+    experiments: list[str] = field(default_factory=list)
+    tags: dict[str, str] = field(default_factory=dict)  # all must match
+    imported: bool = True  # with the default selection: add imported runs
+
+    @property
+    def is_default(self) -> bool:
+        return not (self.runs or self.models or self.aliases or self.experiments or self.tags)
+
+
+def _q(value: str) -> str:
+    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+class Collector:
+    """Reads runs from one MLflow store; caches what it fetched."""
+
+    def __init__(self, client: Any):
+        self.client = client
+        self._runs: dict[str, Any] = {}
+        self._exp_names: dict[str, str] = {}
+        self._registered: dict[str, list[dict[str, Any]]] | None = None
+        self._all_exp_ids: list[str] | None = None
+        self._evals: dict[str, dict[str, EvalResult]] = {}
+        self._bases: dict[str, list[Any]] = {}
+
+    # -- store access -------------------------------------------------------------------
+    def run(self, run_id: str) -> Any:
+        from mlflow.exceptions import MlflowException
+
+        if run_id not in self._runs:
+            try:
+                r = self.client.get_run(run_id)
+            except MlflowException:
+                raise UserError(f"unknown run id {run_id!r} in {self.client.tracking_uri}") from None
+            if r.info.lifecycle_stage == "deleted":
+                raise UserError(f"run {run_id!r} is deleted")
+            self._runs[run_id] = r
+        return self._runs[run_id]
+
+    def _exp_ids(self) -> list[str]:
+        if self._all_exp_ids is None:
+            exps = self.client.search_experiments()
+            self._all_exp_ids = [e.experiment_id for e in exps]
+            self._exp_names.update({e.experiment_id: e.name for e in exps})
+        return self._all_exp_ids
+
+    def search(self, filter_string: str, experiment_ids: list[str] | None = None) -> list[Any]:
+        ids = experiment_ids if experiment_ids is not None else self._exp_ids()
+        out, token = [], None
+        while ids:
+            page = self.client.search_runs(ids, filter_string, max_results=1000, page_token=token)
+            out.extend(page)
+            token = page.token
+            if not token:
+                break
+        for r in out:
+            self._runs.setdefault(r.info.run_id, r)
+        return out
+
+    def registered(self) -> dict[str, list[dict[str, Any]]]:
+        """run id -> the registered versions that point at it (name, version, aliases, tags)."""
+        if self._registered is None:
+            versions = list(self.client.search_model_versions())
+            aliases: dict[str, dict[str, list[str]]] = {}
+            for name in sorted({v.name for v in versions}):
+                rm = self.client.get_registered_model(name)
+                by_version: dict[str, list[str]] = {}
+                for alias, version in (rm.aliases or {}).items():
+                    by_version.setdefault(str(version), []).append(alias)
+                aliases[name] = by_version
+            reg: dict[str, list[dict[str, Any]]] = {}
+            for v in versions:
+                if not v.run_id:
+                    continue
+                reg.setdefault(v.run_id, []).append(
+                    {
+                        "name": v.name,
+                        "version": str(v.version),
+                        "aliases": sorted(aliases.get(v.name, {}).get(str(v.version), [])),
+                        "tags": dict(sorted((v.tags or {}).items())),
+                    }
+                )
+            for lst in reg.values():
+                lst.sort(key=lambda d: (d["name"], int(d["version"]) if d["version"].isdigit() else 0))
+            self._registered = reg
+        return self._registered
+
+    def experiment_name(self, exp_id: str) -> str:
+        if exp_id not in self._exp_names:
+            self._exp_names[exp_id] = self.client.get_experiment(exp_id).name
+        return self._exp_names[exp_id]
+
+    def evals(self, run_id: str) -> dict[str, EvalResult]:
+        """The EvalResults logged in a run (artifacts eval/<suite>/result.json)."""
+        if run_id not in self._evals:
+            self._evals[run_id] = self._read_evals(self.run(run_id))
+        return self._evals[run_id]
+
+    def _read_evals(self, run: Any) -> dict[str, EvalResult]:
+        run_id = run.info.run_id
+        if not any(k.startswith(schema.EVAL_PREFIX + "/") for k in run.data.metrics):
+            return {}
+        texts: dict[str, str] = {}
+        local = _local_dir(run.info.artifact_uri)
+        if local is not None:
+            base = local / schema.EVAL_PREFIX
+            if base.is_dir():
+                for d in sorted(base.iterdir()):
+                    f = d / schema.RESULT_ARTIFACT
+                    if f.is_file():
+                        texts[d.name] = f.read_text(encoding="utf-8")
+        else:
+            with tempfile.TemporaryDirectory() as tmp:
+                for info in self.client.list_artifacts(run_id, schema.EVAL_PREFIX):
+                    if not info.is_dir:
+                        continue
+                    path = f"{info.path}/{schema.RESULT_ARTIFACT}"
+                    try:
+                        local_path = self.client.download_artifacts(run_id, path, tmp)
+                    except Exception:
+                        continue
+                    texts[info.path.rsplit("/", 1)[-1]] = Path(local_path).read_text(encoding="utf-8")
+        out = {}
+        for key, text in texts.items():
+            try:
+                res = EvalResult.from_dict(json.loads(text))
+            except (ValueError, TypeError) as e:
+                raise UserError(f"run {run_id}: malformed {schema.EVAL_PREFIX}/{key}/result.json ({e})") from None
+            out[res.suite] = res
+        return out
+
+    # -- selection ----------------------------------------------------------------------
+    def select(self, sel: Selection) -> list[str]:
+        ids: list[str] = []
+        reg = self.registered()
+        if sel.is_default:
+            ids.extend(r for r in reg if self._active(r))
+            if sel.imported:
+                ids.extend(r.info.run_id for r in self.search(f"tags.`{schema.TAG_KIND}` = 'imported'"))
+        for run_id in sel.runs:
+            self.run(run_id)
+            ids.append(run_id)
+        for name in sel.models:
+            found = [rid for rid, vs in reg.items() if any(v["name"] == name for v in vs)]
+            if not found:
+                raise UserError(f"no registered model named {name!r} (or it has no versions)")
+            ids.extend(r for r in found if self._active(r))
+        for spec in sel.aliases:
+            name, sep, alias = spec.partition("@")
+            if not sep or not name or not alias:
+                raise UserError(f"--alias expects MODEL@ALIAS, got {spec!r}")
+            from mlflow.exceptions import MlflowException
+
+            try:
+                mv = self.client.get_model_version_by_alias(name, alias)
+            except MlflowException:
+                raise UserError(f"no model version {name}@{alias}") from None
+            self.run(mv.run_id)
+            ids.append(mv.run_id)
+        if sel.experiments or sel.tags:
+            exp_ids = None
+            if sel.experiments:
+                exp_ids = []
+                for name in sel.experiments:
+                    exp = self.client.get_experiment_by_name(name)
+                    if exp is None:
+                        raise UserError(f"no experiment named {name!r}")
+                    exp_ids.append(exp.experiment_id)
+            filt = " and ".join(f"tags.`{k}` = {_q(v)}" for k, v in sorted(sel.tags.items()))
+            ids.extend(r.info.run_id for r in self.search(filt, exp_ids))
+        return list(dict.fromkeys(ids))
+
+    def _active(self, run_id: str) -> bool:
+        try:
+            self.run(run_id)
+            return True
+        except UserError:
+            return False
+
+    # -- baselines ----------------------------------------------------------------------
+    def baseline(self, run_id: str) -> tuple[str | None, str | None]:
+        """(baseline run id, rule) for a run; (None, None) when it has none."""
+        tags = self.run(run_id).data.tags
+        b = tags.get(schema.TAG_BASELINE_RUN)
+        if b and b != run_id:
+            self.run(b)  # an unknown baseline is the user's mistake: say so
+            return b, "tag"
+        p = tags.get(schema.TAG_PARENT_RUN)
+        if p and p != run_id and self._active(p) and self._has_results(p):
+            return p, "parent"
+        inv = tags.get(schema.TAG_INVARIANTS_HASH)
+        if tags.get(schema.TAG_METHOD) == "base" or not inv:
+            return None, None
+        if inv not in self._bases:
+            filt = f"tags.`{schema.TAG_METHOD}` = 'base' and tags.`{schema.TAG_INVARIANTS_HASH}` = {_q(inv)}"
+            self._bases[inv] = [r for r in self.search(filt) if self._has_results(r.info.run_id)]
+        cands = [r for r in self._bases[inv] if r.info.run_id != run_id]
+        if not cands:
+            return None, None
+        best = max(cands, key=lambda r: (r.info.start_time or 0, r.info.run_id))
+        return best.info.run_id, "base"
+
+    def _has_results(self, run_id: str) -> bool:
+        m = self.run(run_id).data.metrics
+        return any(k.startswith((schema.EVAL_PREFIX + "/", schema.LM_EVAL_PREFIX + "/")) for k in m) or bool(
+            self._child_eval_runs(run_id)
+        )
+
+    def _child_eval_runs(self, run_id: str) -> list[Any]:
+        runs = self.search(
+            f"tags.`{schema.TAG_PARENT_RUN}` = {_q(run_id)} and tags.`{schema.TAG_KIND}` = 'eval'"
+        )
+        return sorted(runs, key=lambda r: (r.info.start_time or 0, r.info.run_id))
+
+    # -- records ------------------------------------------------------------------------
+    def record(self, run_id: str) -> dict[str, Any]:
+        run = self.run(run_id)
+        tags, metrics, params = run.data.tags, run.data.metrics, run.data.params
+        evals = dict(self.evals(run_id))
+        lm = _lm_eval(metrics)
+        if not evals and not lm:
+            for child in self._child_eval_runs(run_id):  # later eval runs override earlier ones
+                evals.update(self.evals(child.info.run_id))
+                lm.update(_lm_eval(child.data.metrics))
+        baseline, rule = self.baseline(run_id)
+        rec: dict[str, Any] = {
+            "record_version": RECORD_VERSION,
+            "run_id": run_id,
+            "run_name": run.info.run_name or "",
+            "experiment": self.experiment_name(run.info.experiment_id),
+            "label": tags.get(schema.TAG_LABEL) or run.info.run_name or run_id[:8],
+            "kind": tags.get(schema.TAG_KIND, ""),
+            "method": tags.get(schema.TAG_METHOD, ""),
+            "base_model": tags.get(schema.TAG_BASE_MODEL, ""),
+            "base_revision": tags.get(schema.TAG_BASE_REVISION, ""),
+            "config_hash": tags.get(schema.TAG_CONFIG_HASH, ""),
+            "invariants_hash": tags.get(schema.TAG_INVARIANTS_HASH, ""),
+            "invariants": _json_tag(tags.get(schema.TAG_INVARIANTS), {}),
+            "scan": _json_tag(tags.get(schema.TAG_SCAN_PARAM), {}),
+            "git_commit": tags.get(schema.TAG_GIT_COMMIT, ""),
+            "parent_run_id": tags.get(schema.TAG_PARENT_RUN, ""),
+            "baseline": {"run_id": baseline, "rule": rule} if baseline else None,
+            "registered": self.registered().get(run_id, []),
+            "health": sorted({h.strip() for h in tags.get(schema.TAG_HEALTH, "").split(",") if h.strip()}),
+            "params": {
+                k[len(schema.PARAM_PREFIX) :]: v for k, v in sorted(params.items()) if k.startswith(schema.PARAM_PREFIX)
+            },
+            "train": self._train(run),
+            "lm_eval": lm,
+            "evals": {suite: _eval_record(res) for suite, res in sorted(evals.items())},
+        }
+        return rec
+
+    def _train(self, run: Any) -> dict[str, Any]:
+        m = run.data.metrics
+        out: dict[str, Any] = {}
+        for key in ("steps", "wall_s", "peak_mem_mb", "cost_usd"):
+            if f"train/{key}" in m:
+                out[key] = m[f"train/{key}"]
+        if "train/loss" in m:
+            hist = sorted(self.client.get_metric_history(run.info.run_id, "train/loss"), key=lambda x: (x.step, x.timestamp))
+            curve = [[int(h.step), float(h.value)] for h in hist]
+            out["final_loss"] = curve[-1][1] if curve else m["train/loss"]
+            out["first_loss"] = curve[0][1] if curve else m["train/loss"]
+            out["nonfinite_loss"] = any(not math.isfinite(v) for _, v in curve)
+            if len(curve) > MAX_CURVE_POINTS:
+                step = (len(curve) - 1) / (MAX_CURVE_POINTS - 1)
+                curve = [curve[round(i * step)] for i in range(MAX_CURVE_POINTS)]
+            out["loss_curve"] = curve if len(curve) > 1 else []
+        return out
+
+
+def _local_dir(uri: str) -> Path | None:
+    if not uri:
+        return None
+    parsed = urlparse(uri)
+    if parsed.scheme == "file":
+        return Path(unquote(parsed.path))
+    if parsed.scheme == "" or (len(parsed.scheme) == 1 and os.name == "nt"):
+        return Path(uri)
+    return None
+
+
+def _json_tag(text: str | None, default: Any) -> Any:
+    if not text:
+        return default
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return default
+
+
+def _lm_eval(metrics: dict[str, float]) -> dict[str, dict[str, float | None]]:
+    out: dict[str, dict[str, float | None]] = {}
+    prefix = schema.LM_EVAL_PREFIX + "/"
+    for key, value in metrics.items():
+        if key.startswith(prefix) and not key.endswith("_stderr"):
+            name = key[len(prefix) :]
+            out[name] = {"value": value, "stderr": metrics.get(key + "_stderr")}
+    return dict(sorted(out.items()))
+
+
+def _eval_record(res: EvalResult) -> dict[str, Any]:
+    keys = [str(s) for s in res.seeds]
+    try:
+        summary = summarize(res)
+    except ValueError as e:
+        raise UserError(str(e)) from None
+    return {
+        "suite": res.suite,
+        "policy": res.policy,
+        "seeds": [int(s) for s in res.seeds],
+        "n_samples": res.n_samples,
+        "task_ids": list(res.task_ids),
+        "correct": {k: list(res.correct[k]) for k in keys},
+        "categories": {k: res.categories[k] for k in keys if k in res.categories},
+        "flags": {k: res.flags[k] for k in keys if k in res.flags},
+        "task_meta": {t: res.task_meta[t] for t in res.task_ids if t in res.task_meta},
+        "summary": summary,
+    }
+
+
+def collect(client: Any, sel: Selection, pairs: list[tuple[str, str]] = ()) -> tuple[dict[str, dict], list[list[str]]]:
+    """Select runs and read them (with their baselines and named pairs' runs) into records.
+
+    Returns (records by run id, named pairs as run ids). Runs with neither evaluations nor
+    training metrics (e.g. a pairs run picked up by an experiment filter) are left out.
+    """
+    col = Collector(client)
+    ids = col.select(sel)
+    named: list[list[str]] = []
+    for a, b in pairs:
+        named.append([_resolve_ref(col, a, ids), _resolve_ref(col, b, ids)])
+    queue = list(dict.fromkeys(ids + [r for p in named for r in p]))
+    records: dict[str, dict] = {}
+    forced = {r for p in named for r in p}
+    while queue:
+        rid = queue.pop(0)
+        if rid in records:
+            continue
+        rec = col.record(rid)
+        if not (rec["evals"] or rec["lm_eval"] or rec["train"]) and rid not in forced:
+            continue
+        records[rid] = rec
+        if rec["baseline"] and rec["baseline"]["run_id"] not in records:
+            queue.append(rec["baseline"]["run_id"])
+    if not records:
+        raise UserError(
+            "no runs to export: the selection matched no run with results"
+            + (" (the default selects registered model versions and imported runs)" if sel.is_default else "")
+        )
+    return records, named
+
+
+def _resolve_ref(col: Collector, ref: str, ids: list[str]) -> str:
+    """A run id, or the label of exactly one selected run."""
+    labelled = [r for r in ids if col.run(r).data.tags.get(schema.TAG_LABEL) == ref]
+    if len(labelled) == 1:
+        return labelled[0]
+    if len(labelled) > 1:
+        raise UserError(f"label {ref!r} names {len(labelled)} runs; use a run id")
+    col.run(ref)
+    return ref

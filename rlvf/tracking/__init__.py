@@ -1,0 +1,1 @@
+"""MLflow tracking: how rlvf runs are named, tagged and laid out (see `schema`)."""

@@ -1,0 +1,79 @@
+"""Trained policies as MLflow models and registered model versions.
+
+Order matters: the policy is logged as a model first (a LoggedModel, not yet registered),
+the eval metrics are attached to it, and only then is a version registered and the alias
+moved. So a registered version never exists without its metrics, and a run that fails
+before the end registers nothing.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+from rlvf.tracking import schema
+from rlvf.tracking.runs import Run, base_model_tag
+
+PYFUNC_CODE = Path(__file__).with_name("pyfunc_model.py")
+
+
+def registered_model_name(base_policy: str) -> str:
+    """One registered model per base model: 'rlvf-<base>' with unusual characters as '-'."""
+    return "rlvf-" + re.sub(r"[^A-Za-z0-9_.-]+", "-", base_model_tag(base_policy)).strip("-")
+
+
+def log_policy_model(run: Run, policy_dir: Path, *, tags: Mapping[str, str] | None = None) -> str:
+    """Log the policy in `policy_dir` as the run's MLflow model `model/`; returns its model id.
+    Metrics the run logs from now on attach to this model too."""
+    import mlflow
+    import mlflow.pyfunc
+
+    import rlvf
+
+    info = mlflow.pyfunc.log_model(
+        name=schema.MODEL_ARTIFACT,
+        python_model=str(PYFUNC_CODE),
+        artifacts={"policy": str(policy_dir)},
+        pip_requirements=[f"rlvf=={rlvf.__version__}"],
+        tags=dict(tags or {}),
+    )
+    run.model_id = info.model_id
+    return info.model_id
+
+
+@contextlib.contextmanager
+def active_model(model_id: str | None) -> Iterator[None]:
+    """Make metrics logged without an explicit model id (e.g. by `log_eval_result`) attach to `model_id`."""
+    import mlflow
+
+    if not model_id:
+        yield
+        return
+    mlflow.set_active_model(model_id=model_id)
+    try:
+        yield
+    finally:
+        mlflow.clear_active_model()
+
+
+def register_policy(
+    run: Run,
+    model_id: str,
+    *,
+    name: str,
+    alias: str | None,
+    tags: Mapping[str, Any],
+) -> Any:
+    """Register the logged model `model_id` as a new version of `name`, tag it, move `alias`."""
+    import mlflow
+
+    version = mlflow.register_model(
+        f"models:/{model_id}", name, tags={k: str(v) for k, v in tags.items()}, await_registration_for=0
+    )
+    if alias:
+        run.client.set_registered_model_alias(name, alias, version.version)
+    run.tags({"rlvf.registered_model": name, "rlvf.registered_version": str(version.version)})
+    return version

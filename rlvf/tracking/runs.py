@@ -1,0 +1,350 @@
+"""One MLflow run per entry-point call, in the layout of `rlvf.tracking.schema`.
+
+    with start_run(cfg, kind="train") as run:
+        run.metrics({"train/loss": 0.7}, step=3)    # buffered, sent with log_batch
+        run.log_jsonl("data/pairs.jsonl", pairs)
+    # -> FINISHED; an exception -> FAILED, Ctrl-C / SIGTERM -> KILLED, with the error recorded
+
+- Store: MLflow's own default (sqlite `mlflow.db` in the working directory) unless
+  MLFLOW_TRACKING_URI says otherwise, so `mlflow ui` in the project shows the runs.
+- Attaches to the run `mlflow run` created (it exports MLFLOW_RUN_ID) instead of starting
+  a second one; inside another active run it starts a nested one.
+- The config goes in as `cfg.`-prefixed params (one `log_batch`), as tags (method, base
+  model, config_hash, invariants, git commit, parent run) and as `config.yaml`.
+- Metrics are buffered and sent with `MlflowClient.log_batch` (one sqlite transaction per
+  batch rather than per value: 1,000 single `log_metric` calls take ~18 s on sqlite).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import threading
+import time
+import traceback
+from collections.abc import Iterable, Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+from rlvf.errors import UserError
+from rlvf.records import RecordError, write_jsonl
+from rlvf.tracking import schema
+
+TAG_ERROR = "rlvf.error"  # the one-line error of a FAILED / KILLED run
+MAX_TAG_CHARS = 5000
+MAX_PARAM_CHARS = 6000
+
+
+class RunKilled(BaseException):
+    """Raised in the main thread on SIGTERM so the run ends as KILLED (like Ctrl-C)."""
+
+
+def _quiet_mlflow() -> None:
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
+    # transformers' MLflowCallback would log every TrainingArguments field as an unprefixed
+    # param and can clash with ours; rlvf logs through its own callback (report_to=[]).
+    os.environ.setdefault("DISABLE_MLFLOW_INTEGRATION", "TRUE")
+
+
+def tracking_uri() -> str:
+    """The store in use: MLFLOW_TRACKING_URI, else MLflow's default (sqlite:///mlflow.db)."""
+    import mlflow
+
+    return mlflow.get_tracking_uri()
+
+
+def client():
+    from mlflow import MlflowClient
+
+    return MlflowClient()
+
+
+def git_commit() -> str:
+    """The commit of the rlvf checkout in use (or of the working directory), '' if none.
+    A trailing '+dirty' says the tree had uncommitted changes."""
+    here = Path(__file__).resolve().parents[2]
+    for where in (here, Path.cwd()):
+        try:
+            out = subprocess.run(
+                ["git", "rev-parse", "HEAD"], cwd=where, capture_output=True, text=True, timeout=5
+            )
+            if out.returncode != 0:
+                continue
+            commit = out.stdout.strip()
+            dirty = subprocess.run(
+                ["git", "status", "--porcelain", "--untracked-files=no"],
+                cwd=where, capture_output=True, text=True, timeout=5,
+            )
+            return commit + ("+dirty" if dirty.stdout.strip() else "")
+        except (OSError, subprocess.SubprocessError):
+            continue
+    return ""
+
+
+def param_value(v: Any) -> str:
+    """How a config value is written as an MLflow param: strings as is, the rest as JSON."""
+    s = v if isinstance(v, str) else json.dumps(v, sort_keys=True)
+    return s if len(s) <= MAX_PARAM_CHARS else s[: MAX_PARAM_CHARS - 3] + "..."
+
+
+def config_params(cfg: Any) -> dict[str, str]:
+    """The full normalised config as `cfg.`-prefixed params."""
+    return {f"{schema.PARAM_PREFIX}{k}": param_value(v) for k, v in cfg.flat().items()}
+
+
+def get_run(run_id: str, what: str = "run"):
+    """The MLflow run `run_id`, or a UserError naming the store when it does not exist."""
+    from mlflow.exceptions import MlflowException
+
+    run_id = (run_id or "").strip()
+    if not run_id:
+        raise UserError(f"{what}: empty run id")
+    try:
+        return client().get_run(run_id)
+    except MlflowException:
+        raise UserError(f"{what}: no MLflow run '{run_id}' in {tracking_uri()}") from None
+
+
+def looks_like_run_id(text: str) -> bool:
+    t = text.strip()
+    return len(t) == 32 and all(c in "0123456789abcdef" for c in t)
+
+
+def _one_line(e: BaseException) -> str:
+    text = str(e).strip().splitlines()
+    msg = text[0] if text else ""
+    return f"{type(e).__name__}: {msg}" if not isinstance(e, (UserError, RecordError)) else msg
+
+
+class Run:
+    """The run an entry point writes to: buffered metrics, tags, artifacts."""
+
+    def __init__(self, run_id: str, mlflow_client: Any, flush_every_s: float = 10.0):
+        self.run_id = run_id
+        self.client = mlflow_client
+        self.flush_every_s = flush_every_s
+        self._metrics: list[Any] = []
+        self._last_flush = time.monotonic()
+        self._lock = threading.Lock()
+        self.model_id: str | None = None  # the logged model metrics attach to, once there is one
+        self.health: list[str] = []
+
+    # ---- metrics, buffered
+    def metric(self, key: str, value: float, step: int = 0, timestamp_ms: int | None = None) -> None:
+        from mlflow.entities import Metric
+
+        ts = timestamp_ms if timestamp_ms is not None else int(time.time() * 1000)
+        with self._lock:
+            self._metrics.append(Metric(key, float(value), ts, int(step), model_id=self.model_id))
+        if time.monotonic() - self._last_flush > self.flush_every_s:
+            self.flush()
+
+    def metrics(self, values: Mapping[str, float], step: int = 0) -> None:
+        ts = int(time.time() * 1000)
+        for k, v in values.items():
+            self.metric(k, v, step, ts)
+
+    def flush(self) -> None:
+        with self._lock:
+            batch, self._metrics = self._metrics, []
+            self._last_flush = time.monotonic()
+        if batch:
+            self.client.log_batch(self.run_id, metrics=batch)
+
+    # ---- tags and params
+    def tags(self, values: Mapping[str, Any]) -> None:
+        from mlflow.entities import RunTag
+
+        tags = [RunTag(k, _tag_value(v)) for k, v in values.items() if v is not None]
+        if tags:
+            self.client.log_batch(self.run_id, tags=tags)
+
+    def tag(self, key: str, value: Any) -> None:
+        self.tags({key: value})
+
+    def params(self, values: Mapping[str, Any]) -> None:
+        from mlflow.entities import Param
+
+        params = [Param(k, param_value(v)) for k, v in values.items()]
+        if params:
+            self.client.log_batch(self.run_id, params=params)
+
+    def add_health(self, flag: str) -> None:
+        if flag not in self.health:
+            self.health.append(flag)
+            self.tag(schema.TAG_HEALTH, ",".join(self.health))
+
+    # ---- artifacts
+    def log_text(self, path: str, text: str) -> None:
+        self.client.log_text(self.run_id, text, path)
+
+    def log_dict(self, path: str, obj: Any) -> None:
+        self.log_text(path, json.dumps(obj, indent=1, sort_keys=True, ensure_ascii=False))
+
+    def log_jsonl(self, path: str, rows: Iterable[Any]) -> int:
+        import tempfile
+
+        with tempfile.TemporaryDirectory(prefix="rlvf-art-") as tmp:
+            local = Path(tmp) / Path(path).name
+            n = write_jsonl(local, rows)
+            parent = str(Path(path).parent)
+            self.client.log_artifact(self.run_id, str(local), None if parent in ("", ".") else parent)
+        return n
+
+    def log_artifact(self, local_path: str | Path, artifact_dir: str | None = None) -> None:
+        p = Path(local_path)
+        if p.is_dir():
+            self.client.log_artifacts(self.run_id, str(p), artifact_dir)
+        else:
+            self.client.log_artifact(self.run_id, str(p), artifact_dir)
+
+    def artifact_uri(self, path: str = "") -> str:
+        base = self.client.get_run(self.run_id).info.artifact_uri.rstrip("/")
+        return f"{base}/{path}" if path else base
+
+
+def _tag_value(v: Any) -> str:
+    s = v if isinstance(v, str) else json.dumps(v, sort_keys=True)
+    return s if len(s) <= MAX_TAG_CHARS else s[: MAX_TAG_CHARS - 3] + "..."
+
+
+def run_tags(
+    cfg: Any,
+    kind: str,
+    *,
+    method: str | None = None,
+    parent_run_id: str | None = None,
+    invariants: Mapping[str, Any] | None = None,
+    base_revision: str | None = None,
+) -> dict[str, str]:
+    """The rlvf.* tags of a run of `cfg`."""
+    from rlvf.config.loader import short_hash
+
+    inv = dict(invariants) if invariants is not None else cfg.invariants()
+    tags = {
+        schema.TAG_METHOD: method or cfg.method,
+        schema.TAG_KIND: kind,
+        schema.TAG_BASE_MODEL: base_model_tag(cfg["model.policy"]),
+        schema.TAG_CONFIG_HASH: cfg.hash,
+        schema.TAG_INVARIANTS_HASH: short_hash(inv),
+        schema.TAG_INVARIANTS: json.dumps(inv, sort_keys=True),
+        schema.TAG_GIT_COMMIT: git_commit(),
+    }
+    rev = base_revision or cfg["model.revision"]
+    if rev:
+        tags[schema.TAG_BASE_REVISION] = rev
+    if parent_run_id:
+        tags[schema.TAG_PARENT_RUN] = parent_run_id
+    label = cfg.get("tracking.label")
+    if label:
+        tags[schema.TAG_LABEL] = label
+    if cfg.get("data.n_pairs") is not None:
+        tags[schema.TAG_SCAN_PARAM] = json.dumps({"n_pairs": cfg["data.n_pairs"]})
+    return tags
+
+
+def base_model_tag(policy: str) -> str:
+    """'embedded' -> 'embedded:default'; anything else as given."""
+    return "embedded:default" if policy == "embedded" else policy
+
+
+@contextlib.contextmanager
+def _sigterm_as_killed() -> Iterator[None]:
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum, frame):  # noqa: ARG001
+        raise RunKilled("terminated (SIGTERM)")
+
+    try:
+        old = signal.signal(signal.SIGTERM, handler)
+    except (ValueError, OSError):
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, old)
+
+
+@contextlib.contextmanager
+def start_run(
+    cfg: Any,
+    kind: str,
+    *,
+    method: str | None = None,
+    parent_run_id: str | None = None,
+    invariants: Mapping[str, Any] | None = None,
+    base_revision: str | None = None,
+    extra_tags: Mapping[str, Any] | None = None,
+) -> Iterator[Run]:
+    """Open (or attach to) the run for one entry-point call of `cfg`; see the module doc.
+
+    On an exception the run ends FAILED (KILLED for Ctrl-C / SIGTERM) with `rlvf.error`
+    holding the one-line error and, for unexpected errors, `error.txt` the traceback; the
+    exception propagates.
+    """
+    _quiet_mlflow()
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    env_run = os.environ.get("MLFLOW_RUN_ID", "").strip()
+    if env_run:
+        get_run(env_run, "MLFLOW_RUN_ID")
+    elif cfg.get("tracking.experiment") and not os.environ.get("MLFLOW_EXPERIMENT_ID"):
+        mlflow.set_experiment(cfg["tracking.experiment"])
+    nested = mlflow.active_run() is not None and not env_run
+    try:
+        active = mlflow.start_run(
+            run_id=env_run or None,
+            run_name=None if env_run else cfg.get("tracking.run_name"),
+            nested=nested,
+        )
+    except MlflowException as e:
+        raise UserError(f"could not start an MLflow run in {tracking_uri()}: {_one_line(e)}") from None
+    run = Run(active.info.run_id, client())
+    status = "FINISHED"
+    try:
+        with _sigterm_as_killed():
+            run.params(config_params(cfg))
+            tags = run_tags(
+                cfg, kind, method=method, parent_run_id=parent_run_id,
+                invariants=invariants, base_revision=base_revision,
+            )
+            tags.update(extra_tags or {})
+            run.tags(tags)
+            run.log_text(schema.CONFIG_ARTIFACT, cfg.to_yaml())
+            yield run
+            run.flush()
+    except (KeyboardInterrupt, RunKilled) as e:
+        status = "KILLED"
+        _record_error(run, "interrupted" if isinstance(e, KeyboardInterrupt) else str(e), None)
+        raise
+    except BaseException as e:
+        status = "FAILED"
+        expected = isinstance(e, (UserError, RecordError))
+        _record_error(run, _one_line(e), None if expected else traceback.format_exc())
+        raise
+    finally:
+        with contextlib.suppress(Exception):
+            run.flush()
+        with contextlib.suppress(Exception):
+            if mlflow.active_run() is not None and mlflow.active_run().info.run_id == run.run_id:
+                mlflow.end_run(status)
+            else:
+                client().set_terminated(run.run_id, status)
+
+
+def _record_error(run: Run, message: str, trace: str | None) -> None:
+    with contextlib.suppress(Exception):
+        run.flush()
+    with contextlib.suppress(Exception):
+        run.tags({TAG_ERROR: message, "mlflow.note.content": f"**Error:** {message}"})
+    if trace:
+        with contextlib.suppress(Exception):
+            run.log_text("error.txt", trace)

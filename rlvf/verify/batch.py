@@ -1,0 +1,52 @@
+"""Verify many samples at once with a pool of judges, each driving its own sandboxed child."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from tqdm.auto import tqdm
+
+from rlvf.records import Outcome, Sample, Task
+from rlvf.verify.judge import check_completion
+from rlvf.verify.sandbox import ForkServer, Limits
+
+
+def default_workers() -> int:
+    """One judge per core plus one, so a core never idles while a judge waits on its child."""
+    return (os.cpu_count() or 1) + 1
+
+
+def verify_samples(
+    tasks: Mapping[str, Task | dict[str, Any]] | Iterable[Task],
+    samples: Sequence[Sample],
+    *,
+    timeout: float = 3.0,
+    workers: int | None = None,
+    progress: bool = True,
+    limits: Limits | None = None,
+    server: ForkServer | None = None,
+) -> list[Outcome]:
+    """Judge every sample against its task; outcomes come back in the order of `samples`.
+
+    A sample whose task is unknown gets an `invalid_input` outcome instead of stopping the batch.
+    """
+    by_id: dict[str, Any] = dict(tasks) if isinstance(tasks, Mapping) else {t.task_id: t for t in tasks}
+    problems = {tid: (t.to_problem() if hasattr(t, "to_problem") else t) for tid, t in by_id.items()}
+    limits = limits or Limits(timeout=timeout)
+
+    def one(sample: Sample) -> Outcome:
+        problem = problems.get(sample.task_id)
+        if problem is None:
+            return Outcome(sample.task_id, sample.index, False, "invalid_input", detail="unknown task_id")
+        return check_completion(
+            problem, sample.completion, limits.timeout, index=sample.index, limits=limits, server=server
+        )
+
+    n = workers or default_workers()
+    with ThreadPoolExecutor(max_workers=n, thread_name_prefix="rlvf-judge") as pool:
+        results = pool.map(one, samples)
+        bar = tqdm(results, total=len(samples), desc="verify", unit="sample", disable=not progress)
+        return list(bar)

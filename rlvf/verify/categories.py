@@ -1,0 +1,51 @@
+"""The failure taxonomy every Outcome carries."""
+
+from __future__ import annotations
+
+PASS = "pass"
+CATEGORIES: tuple[str, ...] = (
+    PASS,
+    "assertion_error",  # wrong answer (or the program's own assert failed)
+    "name_error",
+    "type_error",
+    "syntax_error",
+    "import_error",
+    "recursion_error",
+    "runtime_error",  # any other exception; Outcome.exc_type keeps its name
+    "timeout",
+    "memory_error",
+    "output_limit",
+    "tampering",  # early exit, harness tampering, rigged return values
+    "forbidden_side_effect",  # file outside the sandbox, process spawn, network, signals
+    "format_error",  # the entry point the tests call is missing, or the program is oversized
+    "no_code",  # empty completion
+    "invalid_input",  # the record cannot be judged (unknown task, missing fields)
+)
+
+_BY_EXCEPTION = {
+    "AssertionError": "assertion_error",
+    "NameError": "name_error",
+    "UnboundLocalError": "name_error",
+    "TypeError": "type_error",
+    "SyntaxError": "syntax_error",
+    "IndentationError": "syntax_error",
+    "TabError": "syntax_error",
+    "ImportError": "import_error",
+    "ModuleNotFoundError": "import_error",
+    "RecursionError": "recursion_error",
+    "MemoryError": "memory_error",
+    "SystemExit": "tampering",
+    "KeyboardInterrupt": "tampering",
+    "GeneratorExit": "tampering",
+}
+
+
+def category_of_exception(exc_type: str, message: str = "") -> str:
+    """Map an exception's type name (from either side of the sandbox) to a category."""
+    if exc_type in _BY_EXCEPTION:
+        return _BY_EXCEPTION[exc_type]
+    if exc_type in ("OSError", "IOError") and "File too large" in message:
+        return "output_limit"
+    if exc_type == "ValueError" and "null bytes" in message:
+        return "syntax_error"
+    return "runtime_error"

