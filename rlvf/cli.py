@@ -40,6 +40,7 @@ def _register() -> None:
 
     main.add_command(verify_cmd)
     # Other areas add their commands here, one line each.
+    main.add_command(importlib.import_module("rlvf.tasks.cli").tasks_cmd)
     main.add_command(importlib.import_module("rlvf.models.cli").bootstrap_cmd)
     main.add_command(importlib.import_module("rlvf.generate.cli").sample_cmd)
     main.add_command(importlib.import_module("rlvf.report.cli").import_results_cmd)

@@ -53,9 +53,7 @@ def generate_task(type_: str, difficulty: int, seed: int, instance: int = 0) -> 
 
 def generate(seed: int, per_cell: int = 1, types: tuple[str, ...] = TYPES) -> list[Task]:
     """`per_cell` instances of every (type, difficulty) cell, in type, difficulty, instance order."""
-    return [
-        generate_task(t, d, seed, i) for t in types for d in DIFFICULTIES for i in range(per_cell)
-    ]
+    return [generate_task(t, d, seed, i) for t in types for d in DIFFICULTIES for i in range(per_cell)]
 
 
 __all__ = ["DIFFICULTIES", "EVAL_SEED", "FAMILIES", "TRAIN_SEED", "TYPES", "generate", "generate_task"]

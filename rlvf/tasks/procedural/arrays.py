@@ -26,15 +26,20 @@ def binary_search_reference(nums: list[int], target: int) -> int:
 
 def _bs_cases(rng: random.Random, d: int) -> list[Case]:
     if d >= 7:  # a long sorted list built in check; consecutive values differ by >= 2
-        n = {7: rng.randint(1000, 5000), 10: rng.randint(800_000, 1_000_000)}[d]
-        lo, step = rng.randint(-10**6, 10**6), rng.randint(2, 9)
+        n = {7: rng.randint(1000, 5000), 10: rng.randint(30_000, 60_000)}[d]
+        lo, step = rng.randint(-(10**6), 10**6), rng.randint(2, 9)
         if d == 7 and rng.random() < 0.5:
             setup = f"nums = [{step} * i + i * i // {rng.randint(2, 50)} + {lo} for i in range({n})]"
         else:
             setup = f"nums = list(range({lo}, {lo} + {step} * {n}, {step}))"
         k = rng.randrange(1, n - 1)
-        cases = [Case("nums, nums[-1]", setup=(setup,)), Case("nums, nums[0]"), Case(f"nums, nums[{k}]"),
-                 Case(f"nums, nums[{rng.randrange(n - 1)}] + 1"), Case("nums, nums[-1] + 1")]
+        cases = [
+            Case("nums, nums[-1]", setup=(setup,)),
+            Case("nums, nums[0]"),
+            Case(f"nums, nums[{k}]"),
+            Case(f"nums, nums[{rng.randrange(n - 1)}] + 1"),
+            Case("nums, nums[-1] + 1"),
+        ]
         return cases[:1] + rng.sample(cases[1:], 4)
     size, span = {1: (8, 50), 3: (30, 200), 5: (40, 2000)}[d]
     lo = 0 if d == 1 else -span
@@ -164,7 +169,8 @@ def _two_sum_small(rng: random.Random, n: int, lo: int, hi: int, decoy: bool) ->
     while True:
         if decoy:
             x, gap = rng.randint(lo, hi), rng.randint(1, max(1, (hi - lo) // 4))
-            rest = rng.sample([v for v in range(lo, hi + 1) if v not in (x, x - gap, x + gap)], n - 3)
+            taken = (x, x - gap, x + gap)
+            rest = [v for v in rng.sample(range(lo, hi + 1), n) if v not in taken][: n - 3]
             pair = [x - gap, x + gap]
             rng.shuffle(pair)
             tail = rest[rng.randint(0, len(rest)) :]
@@ -193,10 +199,19 @@ def _two_sum_big(rng: random.Random, n: int) -> Case:
 
 
 def _two_sum_cases(rng: random.Random, d: int) -> list[Case]:
-    n, lo, hi = {1: (5, 0, 20), 3: (10, -20, 20), 5: (40, -500, 500), 7: (60, -5000, 5000), 10: (60, -10**6, 10**6)}[d]
+    n, lo, hi = {
+        1: (5, 0, 20),
+        3: (10, -20, 20),
+        5: (40, -500, 500),
+        7: (60, -5000, 5000),
+        10: (60, -(10**6), 10**6),
+    }[d]
     lists = [_two_sum_small(rng, rng.randint(3, n), lo, hi, decoy=True)]
     lists.append(_two_sum_small(rng, 2, lo, hi, decoy=False))
-    lists += [_two_sum_small(rng, rng.randint(3, n), lo, hi, decoy=rng.random() < 0.5) for _ in range(3 if d < 7 else 2)]
+    lists += [
+        _two_sum_small(rng, rng.randint(3, n), lo, hi, decoy=rng.random() < 0.5)
+        for _ in range(3 if d < 7 else 2)
+    ]
     rng.shuffle(lists)
     cases = [Case(f"{nums!r}, {target!r}") for nums, target in lists]
     if d >= 7:  # a quadratic scan still finishes at 7 (~2M pairs) but not at 10 (~1.2G pairs)
@@ -211,7 +226,13 @@ def _two_sum_examples(rng: random.Random) -> list[tuple]:
 TWO_SUM = Family(
     type="two_sum",
     names=("two_sum", "pair_with_sum", "find_pair", "indices_of_sum", "sum_pair_indices"),
-    params=(("nums", "target"), ("numbers", "target"), ("values", "total"), ("arr", "goal"), ("items", "wanted")),
+    params=(
+        ("nums", "target"),
+        ("numbers", "target"),
+        ("values", "total"),
+        ("arr", "goal"),
+        ("items", "wanted"),
+    ),
     signature="($nums: List[int], $target: int) -> List[int]",
     docs=(
         "Return the indices [i, j], with i < j, of the two different positions in $nums whose "
@@ -300,10 +321,15 @@ def _ms_cases(rng: random.Random, d: int) -> list[Case]:
     rng.shuffle(lists)
     cases = [Case(repr(v)) for v in lists]
     if d >= 7:  # a quadratic scan still finishes at 7 (~2M steps) but not at 10 (~1.2G steps)
-        size = {7: 2000, 10: 50_000}[d]
+        size = {7: 1500, 10: 50_000}[d]
         m, a = rng.randint(1000, 5000), rng.randint(3, 997)
-        cases.insert(rng.randint(0, 3), Case("nums", setup=(f"nums = [(i * {a}) % {m} - {m // 2} for i in range({size})]",)))
-        cases.insert(rng.randint(0, 4), Case("neg", setup=(f"neg = [-((i * {a}) % {m}) - 1 for i in range({size})]",)))
+        cases.insert(
+            rng.randint(0, 3),
+            Case("nums", setup=(f"nums = [(i * {a}) % {m} - {m // 2} for i in range({size})]",)),
+        )
+        cases.insert(
+            rng.randint(0, 4), Case("neg", setup=(f"neg = [-((i * {a}) % {m}) - 1 for i in range({size})]",))
+        )
     return cases
 
 
@@ -375,7 +401,10 @@ MAX_SUBARRAY = Family(
         ),
     ),
     cases=_ms_cases,
-    examples=lambda rng: [([rng.randint(-9, 9) for _ in range(rng.randint(4, 7))],), ([-rng.randint(1, 9) for _ in range(3)],)],
+    examples=lambda rng: [
+        ([rng.randint(-9, 9) for _ in range(rng.randint(4, 7))],),
+        ([-rng.randint(1, 9) for _ in range(3)],),
+    ],
     imports=_LIST,
 )
 
@@ -388,7 +417,13 @@ def remove_duplicates_reference(items: list[int]) -> list[int]:
 
 
 def _rd_cases(rng: random.Random, d: int) -> list[Case]:
-    n, lo, hi = {1: (8, 0, 9), 3: (20, -10, 30), 5: (40, -100, 100), 7: (40, -1000, 1000), 10: (40, -10**9, 10**9)}[d]
+    n, lo, hi = {
+        1: (8, 0, 9),
+        3: (20, -10, 30),
+        5: (40, -100, 100),
+        7: (40, -1000, 1000),
+        10: (40, -(10**9), 10**9),
+    }[d]
     # few small values, first seen in non-ascending order, the first one again at the end:
     # catches set() (which orders small ints ascending) and keeping last occurrences
     while True:
@@ -399,9 +434,9 @@ def _rd_cases(rng: random.Random, d: int) -> list[Case]:
     pool = rng.sample(range(lo, hi + 1), max(2, n // 3))
     cases = [Case(repr(v)) for v in (probe, [], [rng.randint(lo, hi)] * rng.randint(2, 5))]
     cases += [Case(repr([rng.choice(pool) for _ in range(rng.randint(4, n))])) for _ in range(2)]
-    if d >= 7:  # many distinct values: `if x not in result` goes quadratic (~1e10 steps at 10)
-        m = {7: rng.randint(1500, 2500), 10: rng.randint(90_000, 110_000)}[d]
-        a, shift, reps = _coprime(rng, m), rng.randint(0, m), rng.randint(2, 3)
+    if d >= 7:  # many distinct values: `if x not in result` goes quadratic (~4e9 comparisons at 10)
+        m = {7: rng.randint(1500, 2500), 10: rng.randint(60_000, 70_000)}[d]
+        a, shift, reps = _coprime(rng, m), rng.randint(0, m), 2
         gen = f"(i * {a}) % {m} - {shift}"
         cases[-1] = Case(
             "items",
@@ -464,6 +499,9 @@ REMOVE_DUPLICATES = Family(
         ),
     ),
     cases=_rd_cases,
-    examples=lambda rng: [([rng.randint(1, 6) for _ in range(rng.randint(5, 8))],), ([rng.randint(1, 4)] * 3,)],
+    examples=lambda rng: [
+        ([rng.randint(1, 6) for _ in range(rng.randint(5, 8))],),
+        ([rng.randint(1, 4)] * 3,),
+    ],
     imports=_LIST,
 )

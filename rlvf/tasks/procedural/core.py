@@ -5,7 +5,7 @@ synonyms, signature, docstring templates, a trusted reference implementation, th
 body, plausible wrong bodies, and a ladder of test inputs per difficulty. `render` turns a
 family plus a seeded `random.Random` into a HumanEval-format `Task`.
 
-Templates (signature, docstrings, bodies, setup lines) use `string.Template` placeholders:
+Templates (signature, docstrings, bodies) use `string.Template` placeholders:
 `$fn` is the function name, and each parameter's *role* (the names in `params[0]`) stands
 for the name this instance gave it, e.g. `$nums` may render as `values`.
 """
@@ -114,7 +114,11 @@ def render_test(family: Family, cases: list[Case]) -> str:
 def render_prompt(family: Family, rng: random.Random, fn: str, names: dict[str, str]) -> str:
     doc = fill(rng.choice(family.docs), names)
     text = textwrap.fill(
-        " ".join(doc.split()), width=84, initial_indent="    ", subsequent_indent="    ", break_on_hyphens=False
+        " ".join(doc.split()),
+        width=84,
+        initial_indent="    ",
+        subsequent_indent="    ",
+        break_on_hyphens=False,
     )
     chosen = family.examples(rng)[: rng.choice((1, 2))]
     intro = rng.choice(("", "For example:", "Example:" if len(chosen) == 1 else "Examples:"))
@@ -154,7 +158,9 @@ def self_test(rng: random.Random, family: Family, fn: str, canonical: str) -> Wr
     wrong = _literal(_perturb(family.reference(*args)))
     style = rng.randrange(3)
     if style == 0:
-        tail = f'\n\nif __name__ == "__main__":\n    assert {call} == {wrong}\n    print("all tests passed")\n'
+        tail = (
+            f'\n\nif __name__ == "__main__":\n    assert {call} == {wrong}\n    print("all tests passed")\n'
+        )
     elif style == 1:
         tail = f"\n\nassert {call} == {wrong}\n"
     else:
@@ -180,6 +186,12 @@ def render(family: Family, rng: random.Random, *, seed: int, difficulty: int, in
         entry_point=fn,
         test=test,
         canonical_solution=canonical,
-        meta={"suite": "procedural", "type": family.type, "difficulty": difficulty, "seed": seed, "instance": instance},
+        meta={
+            "suite": "procedural",
+            "type": family.type,
+            "difficulty": difficulty,
+            "seed": seed,
+            "instance": instance,
+        },
         wrong_solutions=tuple(wrong),
     )

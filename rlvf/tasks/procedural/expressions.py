@@ -82,10 +82,11 @@ def _rpn_cases(rng: random.Random, d: int) -> list[Case]:
     if d >= 5:  # a negative literal token: catches `token.isdigit()` operator tests
         t = ("+", -rng.randint(2, 60), _bounded_tree(rng, rng.randint(1, ops), lo, hi))
         cases.append(Case(repr(_postfix(t))))
-    if d >= 7:
+    if d == 7:
         cases.append(Case(repr(str(rng.randint(-999, -1)))))  # a lone operand
-    if d == 10:
-        m1, m2, m3, n = rng.randint(50, 99), rng.randint(5, 20), rng.randint(50, 99), rng.randint(20000, 30000)
+    if d == 10:  # long and deep: built in check, a stack handles them in linear time
+        m1, m3 = rng.randint(50, 99), rng.randint(50, 99)
+        m2, n = rng.randint(5, 20), rng.randint(20000, 30000)
         cases.append(
             Case(
                 "expr",
@@ -127,7 +128,7 @@ RPN = Family(
         '"7 2 -" means 7 - 2. Tokens are separated by spaces and are either integers, which may '
         "carry a leading minus sign, or one of +, -, *. Compute and return the value.",
         "Compute the value of a Reverse Polish Notation expression given as a space-separated "
-        'string. The operators are +, - and *; every other token is an integer literal, maybe '
+        "string. The operators are +, - and *; every other token is an integer literal, maybe "
         'negative. For "a b -" the result is a - b. The input is always well formed.',
     ),
     reference=rpn_reference,
@@ -274,12 +275,14 @@ def _arith_cases(rng: random.Random, d: int) -> list[Case]:
         depth, k = rng.randint(80, 100), rng.randint(5, 13)
         inner = f'"".join(f" * {{i % 3 + 1}} - {{i % {k}}})" for i in range({depth}))'
         cases.append(Case("nested", setup=(f'nested = "(" * {depth} + "{rng.randint(1, 9)}" + {inner}',)))
-    if d == 10:  # a long flat chain (kept under CPython's compile-depth limit, so eval() copes)
+        # a long flat chain, kept under CPython's compile-depth limit so that eval() copes
         n, m, k = rng.randint(300, 500), rng.randint(50, 999), rng.randint(5, 13)
         cases.append(
             Case(
                 "chain",
-                setup=(f'chain = " + ".join(f"{{(i * 37) % {m}}} * ({{i % {k}}} - {{i % 7}})" for i in range({n}))',),
+                setup=(
+                    f'chain = " + ".join(f"{{(i * 37) % {m}}} * ({{i % {k}}} - {{i % 7}})" for i in range({n}))',
+                ),
             )
         )
     while len(cases) < 5:
@@ -475,13 +478,13 @@ def parentheses_reference(s: str) -> bool:
     return not stack
 
 
-def _balanced(rng: random.Random, pairs: int, kinds: str) -> str:
+def _balanced(rng: random.Random, pairs: int) -> str:
     out, stack, opened = [], [], 0
     while opened < pairs or stack:
         if opened < pairs and (not stack or rng.random() < 0.55):
-            k = rng.randrange(len(kinds))
-            out.append(kinds[k])
-            stack.append(_CLOSE[_OPEN.index(kinds[k])])
+            k = rng.randrange(3)
+            out.append(_OPEN[k])
+            stack.append(_CLOSE[k])
             opened += 1
         else:
             out.append(stack.pop())
@@ -510,8 +513,8 @@ def _top_level_cut(rng: random.Random, s: str) -> int:
 def _paren_cases(rng: random.Random, d: int) -> list[Case]:
     pairs, rate = {1: (3, 0.0), 3: (6, 0.15), 5: (14, 0.2), 7: (40, 0.25), 10: (60, 0.25)}[d]
 
-    def body(p: int | None = None) -> str:
-        return _balanced(rng, p or rng.randint(max(1, pairs // 2), pairs), _OPEN)
+    def body() -> str:
+        return _balanced(rng, rng.randint(max(1, pairs // 2), pairs))
 
     base = body()
     cut = _top_level_cut(rng, base)
@@ -533,12 +536,14 @@ def _paren_cases(rng: random.Random, d: int) -> list[Case]:
         motif = "".join(rng.choice(_OPEN) + rng.choice("ab ") for _ in range(k))
         mirror = "".join(_CLOSE[_OPEN.index(ch)] if ch in _OPEN else ch for ch in reversed(motif))
         reps = 180000 // k
-        cases.insert(rng.randint(0, 1), Case("deep", setup=(f'deep = "{motif}" * {reps} + "{mirror}" * {reps}',)))
+        cases.insert(
+            rng.randint(0, 1), Case("deep", setup=(f'deep = "{motif}" * {reps} + "{mirror}" * {reps}',))
+        )
     return cases
 
 
 def _paren_examples(rng: random.Random) -> list[tuple]:
-    good = _balanced(rng, rng.randint(2, 3), _OPEN)
+    good = _balanced(rng, rng.randint(2, 3))
     o1, o2 = rng.sample(range(3), 2)
     bad = _OPEN[o1] + _OPEN[o2] + _CLOSE[o1] + _CLOSE[o2]
     return rng.sample([(good,), (bad,)], 2)
