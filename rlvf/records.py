@@ -34,6 +34,10 @@ class WrongSolution:
     should_fail: bool = True
 
 
+# The fields a HumanEval-format problem must carry to be judged.
+PROBLEM_FIELDS: tuple[str, ...] = ("task_id", "prompt", "entry_point", "test")
+
+
 @dataclass(frozen=True)
 class Task:
     """One problem in HumanEval's shape: the model continues `prompt`, `test` judges it."""

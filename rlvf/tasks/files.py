@@ -6,9 +6,8 @@ import dataclasses
 from pathlib import Path
 from typing import Any
 
-from rlvf.records import RecordError, Task, WrongSolution, read_jsonl, require_fields
+from rlvf.records import PROBLEM_FIELDS, RecordError, Task, WrongSolution, read_jsonl, require_fields
 
-REQUIRED = ("task_id", "prompt", "entry_point", "test")
 _WRONG_FIELDS = {f.name for f in dataclasses.fields(WrongSolution)}
 
 
@@ -58,7 +57,7 @@ def jsonl_tasks(path: str | Path) -> list[Task]:
 
 def _task(obj: dict[str, Any], where: str) -> Task:
     """Validate one line, then build it the way `Task.from_dict` reads a record."""
-    require_fields(obj, REQUIRED, where)
+    require_fields(obj, PROBLEM_FIELDS, where)
     if "canonical_solution" in obj:
         require_fields(obj, ("canonical_solution",), where)
     if not obj["entry_point"].isidentifier():

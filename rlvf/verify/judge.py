@@ -18,7 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from rlvf.records import Outcome
+from rlvf.records import PROBLEM_FIELDS, Outcome
 from rlvf.verify.categories import PASS, category_of_exception
 from rlvf.verify.flags import behaviour_flags
 from rlvf.verify.sandbox import (
@@ -33,8 +33,6 @@ from rlvf.verify.sandbox import (
     describe_status,
 )
 from rlvf.verify.wire import Opaque, Unencodable, WireError, contains_opaque, decode, encode
-
-REQUIRED = ("task_id", "prompt", "entry_point", "test")
 
 
 class _Fatal(BaseException):
@@ -188,7 +186,7 @@ def check_completion(
         problem = problem.to_problem()
     if not isinstance(problem, dict):
         return _outcome({}, index, "invalid_input", start, detail="problem is not a dict")
-    missing = [k for k in REQUIRED if not isinstance(problem.get(k), str)]
+    missing = [k for k in PROBLEM_FIELDS if not isinstance(problem.get(k), str)]
     if missing:
         return _outcome(
             problem, index, "invalid_input", start, detail=f"problem is missing field '{missing[0]}'"
