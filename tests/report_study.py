@@ -8,7 +8,10 @@ head-to-head lists and verdicts are known in advance (see EXPECT).
 
 from __future__ import annotations
 
+import atexit
 import json
+import shutil
+import tempfile
 from pathlib import Path
 
 from click.testing import CliRunner
@@ -34,21 +37,34 @@ EXPECT = {
 }
 
 TINY_INV = {"base_model": "tiny", "eval": "greedy", "suite_set": "humaneval+procedural"}
+SAMPLED_INV = {"base_model": "tiny", "eval": "sampled", "suite_set": "humaneval"}  # no base run: base_eval/
 PROC_TYPES = ["rpn", "fizzbuzz", "two_sum"]
 PROC_DIFFS = [1, 3, 5, 7]
 
 
-def humaneval_result(passing: set[int], *, flaky: dict[int, set[int]] | None = None, policy: str = "p") -> EvalResult:
+def humaneval_result(
+    passing: set[int], *, flaky: dict[int, set[int]] | None = None, policy: str = "p"
+) -> EvalResult:
     """Same pass set every seed, except `flaky[seed]` tasks flip in that seed."""
     correct, cats, flags = {}, {}, {}
     for s in SEEDS:
         ps = set(passing) ^ (flaky or {}).get(s, set())
         correct[str(s)] = [int(i in ps) for i in range(N)]
-        cats[str(s)] = [["pass"] if i in ps else (["name_error"] if i % 2 else ["assertion_error"]) for i in range(N)]
+        cats[str(s)] = [
+            ["pass"] if i in ps else (["name_error"] if i % 2 else ["assertion_error"]) for i in range(N)
+        ]
         flags[str(s)] = [[""] if i in ps or i % 3 else ["self_test+test_file"] for i in range(N)]
-    return EvalResult(suite="humaneval", policy=policy, seeds=list(SEEDS), n_samples=1, task_ids=list(TASKS),
-                      correct=correct, categories=cats, flags=flags,
-                      partial={str(s): [float(c) for c in correct[str(s)]] for s in SEEDS})
+    return EvalResult(
+        suite="humaneval",
+        policy=policy,
+        seeds=list(SEEDS),
+        n_samples=1,
+        task_ids=list(TASKS),
+        correct=correct,
+        categories=cats,
+        flags=flags,
+        partial={str(s): [float(c) for c in correct[str(s)]] for s in SEEDS},
+    )
 
 
 def procedural_result(skill: float) -> EvalResult:
@@ -61,32 +77,72 @@ def procedural_result(skill: float) -> EvalResult:
             meta[tid] = {"type": t, "difficulty": d, "entry_point": t}
     correct = {}
     for s in SEEDS:
-        correct[str(s)] = [max(0, min(2, round(2 * (skill - 0.1 * d) + (s == 1) * 0.4))) for t in PROC_TYPES
-                           for d in PROC_DIFFS]
+        correct[str(s)] = [
+            max(0, min(2, round(2 * (skill - 0.1 * d) + (s == 1) * 0.4)))
+            for t in PROC_TYPES
+            for d in PROC_DIFFS
+        ]
     cats = {str(s): [["pass"] * c + ["timeout"] * (2 - c) for c in correct[str(s)]] for s in SEEDS}
-    return EvalResult(suite="procedural", policy="p", seeds=list(SEEDS), n_samples=2, task_ids=tids,
-                      correct=correct, categories=cats, task_meta=meta)
+    return EvalResult(
+        suite="procedural",
+        policy="p",
+        seeds=list(SEEDS),
+        n_samples=2,
+        task_ids=tids,
+        correct=correct,
+        categories=cats,
+        task_meta=meta,
+    )
+
+
+_TEMPLATE: list[Path] = []
 
 
 def make_store(root: Path):
+    """A fresh sqlite store in `root`: a copy of one migrated empty database per process
+    (MLflow's schema migrations cost seconds; the copy costs nothing)."""
     from mlflow import MlflowClient
 
+    if not _TEMPLATE:
+        tmp = Path(tempfile.mkdtemp(prefix="rlvf-mlflow-template-"))
+        atexit.register(shutil.rmtree, tmp, True)
+        MlflowClient(f"sqlite:///{tmp}/mlflow.db").search_experiments()
+        _TEMPLATE.append(tmp / "mlflow.db")
+    shutil.copy(_TEMPLATE[0], root / "mlflow.db")
     uri = f"sqlite:///{root}/mlflow.db"
     client = MlflowClient(uri)
     exp = client.create_experiment("study", artifact_location=(root / "artifacts").as_uri())
     return uri, client, exp
 
 
-def log_native(client, exp, name, method, *, kind="train", inv=TINY_INV, evals=(), tags=None, loss=None,
-               train=None, register=None, lm=None) -> str:
+def log_native(
+    client,
+    exp,
+    name,
+    method,
+    *,
+    kind="train",
+    inv=TINY_INV,
+    evals=(),
+    base_evals=(),
+    tags=None,
+    loss=None,
+    train=None,
+    register=None,
+    lm=None,
+) -> str:
     from mlflow.entities import Metric, Param
 
-    from rlvf.importers import short_hash
+    from rlvf.config import short_hash
 
     all_tags = {
-        schema.TAG_METHOD: method, schema.TAG_KIND: kind, schema.TAG_BASE_MODEL: inv["base_model"],
-        schema.TAG_CONFIG_HASH: short_hash({"m": method, "n": name}), schema.TAG_INVARIANTS_HASH: short_hash(inv),
-        schema.TAG_INVARIANTS: json.dumps(inv, sort_keys=True), schema.TAG_LABEL: name,
+        schema.TAG_METHOD: method,
+        schema.TAG_KIND: kind,
+        schema.TAG_BASE_MODEL: inv["base_model"],
+        schema.TAG_CONFIG_HASH: short_hash({"m": method, "n": name}),
+        schema.TAG_INVARIANTS_HASH: short_hash(inv),
+        schema.TAG_INVARIANTS: json.dumps(inv, sort_keys=True),
+        schema.TAG_LABEL: name,
     }
     all_tags.update(tags or {})
     run = client.create_run(exp, run_name=name, tags=all_tags)
@@ -94,6 +150,8 @@ def log_native(client, exp, name, method, *, kind="train", inv=TINY_INV, evals=(
     client.log_batch(rid, params=[Param("cfg.method", method), Param("cfg.train.learning_rate", "5e-05")])
     for ev in evals:
         log_eval_result(rid, ev, client=client)
+    for ev in base_evals:
+        log_eval_result(rid, ev, schema.BASE_EVAL_PREFIX, client=client)
     metrics = [Metric("train/loss", v, 0, i) for i, v in enumerate(loss or [])]
     metrics += [Metric(f"train/{k}", v, 0, 0) for k, v in (train or {}).items()]
     for k, (v, se) in (lm or {}).items():
@@ -107,7 +165,9 @@ def log_native(client, exp, name, method, *, kind="train", inv=TINY_INV, evals=(
             client.create_registered_model(model)
         except Exception:
             pass
-        mv = client.create_model_version(model, source=f"runs:/{rid}/model", run_id=rid, tags={"method": method})
+        mv = client.create_model_version(
+            model, source=f"runs:/{rid}/model", run_id=rid, tags={"method": method}
+        )
         if alias:
             client.set_registered_model_alias(model, alias, mv.version)
     return rid
@@ -118,8 +178,17 @@ def write_humaneval_results(path: Path, passing: set[int]) -> Path:
         for i in range(N):
             ok = i in passing
             result = "passed" if ok else ("failed: name 'math' is not defined" if i % 2 else "failed: ")
-            fh.write(json.dumps({"task_id": f"HumanEval/{i}", "completion": "    return 1\n", "passed": ok,
-                                 "result": result}) + "\n")
+            fh.write(
+                json.dumps(
+                    {
+                        "task_id": f"HumanEval/{i}",
+                        "completion": "    return 1\n",
+                        "passed": ok,
+                        "result": result,
+                    }
+                )
+                + "\n"
+            )
     return path
 
 
@@ -134,21 +203,64 @@ def build_study(root: Path) -> dict:
     """Create the store and all runs; returns {"uri", "client", name: run_id, ...}."""
     uri, client, exp = make_store(root)
     ids: dict = {"uri": uri, "client": client}
-    ids["base"] = log_native(client, exp, "base", "base", kind="eval",
-                             evals=[humaneval_result(BASE), procedural_result(0.6)],
-                             lm={"mmlu/acc": (0.48, 0.004)})
-    ids["sft"] = log_native(client, exp, "sft", "sft", evals=[humaneval_result(SFT, flaky={1: {5}}), procedural_result(0.7)],
-                            tags={schema.TAG_PARENT_RUN: ids["base"]}, loss=[2.0, 1.4, 0.9, 0.7, 0.5],
-                            train={"steps": 40, "wall_s": 900, "peak_mem_mb": 8192}, register=("tiny-sft", None),
-                            lm={"mmlu/acc": (0.47, 0.004)})
-    ids["dpo"] = log_native(client, exp, "dpo", "dpo", evals=[humaneval_result(DPO)],
-                            loss=[0.69, 0.6, 0.5, 0.45], train={"steps": 30, "wall_s": 600},
-                            register=("tiny-dpo", "champion"))
-    ids["grpo"] = log_native(client, exp, "grpo", "grpo", evals=[humaneval_result(BASE)],
-                             loss=[0.1, 0.3, 5.0, 18.2], tags={schema.TAG_HEALTH: "reward_hacking"},
-                             register=("tiny-grpo", None))
+    ids["base"] = log_native(
+        client,
+        exp,
+        "base",
+        "base",
+        kind="eval",
+        evals=[humaneval_result(BASE), procedural_result(0.6)],
+        lm={"mmlu/acc": (0.48, 0.004)},
+    )
+    ids["sft"] = log_native(
+        client,
+        exp,
+        "sft",
+        "sft",
+        evals=[humaneval_result(SFT, flaky={1: {5}}), procedural_result(0.7)],
+        tags={schema.TAG_PARENT_RUN: ids["base"]},
+        loss=[2.0, 1.4, 0.9, 0.7, 0.5],
+        train={"steps": 40, "wall_s": 900, "peak_mem_mb": 8192},
+        register=("tiny-sft", None),
+        lm={"mmlu/acc": (0.47, 0.004)},
+    )
+    ids["dpo"] = log_native(
+        client,
+        exp,
+        "dpo",
+        "dpo",
+        evals=[humaneval_result(DPO)],
+        loss=[0.69, 0.6, 0.5, 0.45],
+        train={"steps": 30, "wall_s": 600},
+        register=("tiny-dpo", "champion"),
+    )
+    ids["grpo"] = log_native(
+        client,
+        exp,
+        "grpo",
+        "grpo",
+        evals=[humaneval_result(BASE)],
+        loss=[0.1, 0.3, 5.0, 18.2],
+        tags={schema.TAG_HEALTH: "reward_hacking"},
+        register=("tiny-grpo", None),
+    )
+    for name, method in (("kto", "kto"), ("orpo", "orpo")):  # baseline: the base_eval they recorded
+        ids[name] = log_native(
+            client,
+            exp,
+            name,
+            method,
+            inv=SAMPLED_INV,
+            evals=[humaneval_result(DPO)],
+            base_evals=[humaneval_result(BASE)],
+            register=(f"tiny-{name}", None),
+        )
     ids["pairs"] = log_native(client, exp, "pairs", "pairs", kind="pairs")  # no results: never exported
 
+    # import-results creates missing experiments under MLflow's default artifact root (./mlruns
+    # in the working directory): the tests make theirs first, with artifacts in the temp dir
+    for name in ("legacy", "seed001"):
+        client.create_experiment(name, artifact_location=(root / "artifacts" / name).as_uri())
     files = root / "imported"
     files.mkdir()
     common = ["--base-model", "other-model", "--tracking-uri", uri, "--experiment", "legacy"]
@@ -157,11 +269,28 @@ def build_study(root: Path) -> dict:
     assert r.exit_code == 0, r.output
     ids["other_base"] = r.output.split(" as run ")[1].split()[0]
     (files / "dpo100.json").write_text(json.dumps({f"HumanEval/{i}": i in SCAN[100] for i in range(N)}))
-    (files / "dpo200.csv").write_text("task_id,passed\n" + "".join(f"HumanEval/{i},{int(i in SCAN[200])}\n" for i in range(N)))
+    (files / "dpo200.csv").write_text(
+        "task_id,passed\n" + "".join(f"HumanEval/{i},{int(i in SCAN[200])}\n" for i in range(N))
+    )
     write_humaneval_results(files / "dpo400_results.jsonl", SCAN[400])
     for n, f in ((100, "dpo100.json"), (200, "dpo200.csv"), (400, "dpo400_results.jsonl")):
-        r = cli("import-results", str(files / f), "--method", "dpo", "--param", f"n_pairs={n}", "--seed", "7",
-                "--train", "loss=0.9", "--train", "steps=32", "--train", "wall_s=1380", *common)
+        r = cli(
+            "import-results",
+            str(files / f),
+            "--method",
+            "dpo",
+            "--param",
+            f"n_pairs={n}",
+            "--seed",
+            "7",
+            "--train",
+            "loss=0.9",
+            "--train",
+            "steps=32",
+            "--train",
+            "wall_s=1380",
+            *common,
+        )
         assert r.exit_code == 0, r.output
         ids[f"scan{n}"] = r.output.split(" as run ")[1].split()[0]
     return ids

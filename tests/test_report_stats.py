@@ -45,13 +45,24 @@ def test_verdict_needs_both_tests():
 
 
 def _result(**kw) -> EvalResult:
-    d = dict(suite="s", policy="p", seeds=[0, 1], n_samples=2, task_ids=["a", "b", "c"],
-             correct={"0": [2, 1, 0], "1": [2, 0, 0]},
-             categories={"0": [["pass", "pass"], ["pass", "name_error"], ["timeout", "timeout"]],
-                         "1": [["pass", "pass"], ["name_error", "name_error"], ["timeout", "assertion_error"]]},
-             flags={"0": [["", ""], ["", "self_test+test_file"], ["", ""]], "1": [["", ""], ["", ""], ["", ""]]},
-             task_meta={"a": {"type": "x", "difficulty": 1}, "b": {"type": "x", "difficulty": 10},
-                        "c": {"type": "y", "difficulty": 2}})
+    d = dict(
+        suite="s",
+        policy="p",
+        seeds=[0, 1],
+        n_samples=2,
+        task_ids=["a", "b", "c"],
+        correct={"0": [2, 1, 0], "1": [2, 0, 0]},
+        categories={
+            "0": [["pass", "pass"], ["pass", "name_error"], ["timeout", "timeout"]],
+            "1": [["pass", "pass"], ["name_error", "name_error"], ["timeout", "assertion_error"]],
+        },
+        flags={"0": [["", ""], ["", "self_test+test_file"], ["", ""]], "1": [["", ""], ["", ""], ["", ""]]},
+        task_meta={
+            "a": {"type": "x", "difficulty": 1},
+            "b": {"type": "x", "difficulty": 10},
+            "c": {"type": "y", "difficulty": 2},
+        },
+    )
     d.update(kw)
     return EvalResult(**d)
 
@@ -73,7 +84,7 @@ def test_summarize_pass_at_k_and_failure_counts():
     assert list(s["breakdowns"]["difficulty"]) == ["1", "2", "10"]  # numeric order
     assert s["breakdowns"]["type"]["x"]["mean"] == pytest.approx((3 / 4 + 2 / 4) / 2)
     flat = flat_metrics(_result())
-    assert flat["category/timeout"] == 2.5 and flat["seed_1/pass_at_1"] == pytest.approx(1 / 3)
+    assert flat["category/timeout"] == 1.5 and flat["seed_1/pass_at_1"] == pytest.approx(1 / 3)
     assert flat["difficulty/10/pass_at_1"] == pytest.approx(0.25)
 
 
@@ -105,12 +116,20 @@ def _lines(path, rows):
 
 
 def test_read_humaneval_results_maps_categories(tmp_path):
-    f = _lines(tmp_path / "x_results.jsonl", [
-        {"task_id": "HumanEval/1", "completion": "", "passed": True, "result": "passed"},
-        {"task_id": "HumanEval/1", "completion": "", "passed": False, "result": "failed: "},
-        {"task_id": "HumanEval/0", "completion": "", "passed": False, "result": "timed out"},
-        {"task_id": "HumanEval/0", "completion": "", "passed": False, "result": "failed: name 're' is not defined"},
-    ])
+    f = _lines(
+        tmp_path / "x_results.jsonl",
+        [
+            {"task_id": "HumanEval/1", "completion": "", "passed": True, "result": "passed"},
+            {"task_id": "HumanEval/1", "completion": "", "passed": False, "result": "failed: "},
+            {"task_id": "HumanEval/0", "completion": "", "passed": False, "result": "timed out"},
+            {
+                "task_id": "HumanEval/0",
+                "completion": "",
+                "passed": False,
+                "result": "failed: name 're' is not defined",
+            },
+        ],
+    )
     res = build_eval_result([f], None, "humaneval", "p")
     assert res.task_ids == ["HumanEval/0", "HumanEval/1"] and res.n_samples == 2
     assert res.correct == {"0": [0, 1]}
@@ -153,20 +172,42 @@ def test_mismatched_task_sets_and_seed_counts(tmp_path):
     a.write_text(json.dumps({"t1": True, "t2": False}))
     b = tmp_path / "b.json"
     b.write_text(json.dumps({"t1": True, "t3": False}))
-    with pytest.raises(UserError, match="mismatched task sets.*only in the first: t2.*only in the second: t3"):
+    with pytest.raises(
+        UserError, match=r"mismatched task sets.*only in the first: t2.*only in the second: t3"
+    ):
         build_eval_result([a, b], None, "s", "p")
     with pytest.raises(UserError, match="1 --seed value"):
         build_eval_result([a, a], [1], "s", "p")
     with pytest.raises(UserError, match="must differ"):
         build_eval_result([a, a], [1, 1], "s", "p")
-    uneven = _lines(tmp_path / "u.jsonl", [{"task_id": "t1", "passed": True}, {"task_id": "t1", "passed": True},
-                                          {"task_id": "t2", "passed": False}])
+    uneven = _lines(
+        tmp_path / "u.jsonl",
+        [
+            {"task_id": "t1", "passed": True},
+            {"task_id": "t1", "passed": True},
+            {"task_id": "t2", "passed": False},
+        ],
+    )
     with pytest.raises(UserError, match="same number of samples"):
         build_eval_result([uneven], None, "s", "p")
 
 
 def test_parse_assignments():
     assert parse_assignments(["n_pairs=500", "lr=1e-5", "quant=nf4"], "--param") == {
-        "n_pairs": 500, "lr": 1e-5, "quant": "nf4"}
+        "n_pairs": 500,
+        "lr": 1e-5,
+        "quant": "nf4",
+    }
     with pytest.raises(UserError, match="key=value"):
         parse_assignments(["oops"], "--param")
+
+
+def test_json_report_with_results_key(tmp_path):
+    f = tmp_path / "base_eval.json"
+    f.write_text(
+        json.dumps(
+            {"pass@1": 0.5, "results": [{"task_id": "t/1", "passed": True}, {"task_id": "t/0", "passed": 0}]}
+        )
+    )
+    res = build_eval_result([f], [3], "humaneval", "p")
+    assert res.task_ids == ["t/0", "t/1"] and res.correct == {"3": [0, 1]}

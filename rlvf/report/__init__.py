@@ -5,5 +5,6 @@
 - `stats`: mean/std/stderr, exact McNemar, paired bootstrap, the 2x stderr rule.
 - `headtohead`: fairness checks, deltas with verdicts, head-to-head, failure shifts, scaling.
 - `pages` / `plots`: the Markdown pages and SVG plots under `site/report/`.
-- `cli`: `rlvf import-results`, `rlvf export`, `rlvf compare`.
+- `export`: the whole path, all-or-nothing; `terminal`: `rlvf compare`'s tables.
+- `cli`: `rlvf import-results` (see `rlvf.importers`), `rlvf export`, `rlvf compare`.
 """

@@ -6,7 +6,9 @@ version in the store plus every imported run (tag ``rlvf.kind=imported``). The b
 of selected runs and the runs of user-named pairs are always added.
 
 Baseline of a run: tag ``rlvf.baseline_run_id``, else ``rlvf.parent_run_id`` (when that run
-has evaluations), else the latest run with method ``base`` and the same invariants hash.
+has evaluations), else the latest run with method ``base`` and the same invariants hash, else
+the base model's eval the run recorded itself (``base_eval/<suite>/result.json``), as a base
+row ``base-eval-<digest>`` shared by all runs that recorded the same one.
 
 A run with no evaluation of its own gets the suites of its eval runs (kind ``eval`` whose
 ``rlvf.parent_run_id`` names it).
@@ -14,6 +16,7 @@ A run with no evaluation of its own gets the suites of its eval runs (kind ``eva
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
@@ -29,6 +32,7 @@ from rlvf.records import EvalResult
 from rlvf.tracking import schema
 
 MAX_CURVE_POINTS = 500
+SYNTHETIC_PREFIX = "base-eval-"  # ids of base rows made from runs' base_eval/ artifacts
 RECORD_VERSION = 1
 
 
@@ -59,7 +63,8 @@ class Collector:
         self._exp_names: dict[str, str] = {}
         self._registered: dict[str, list[dict[str, Any]]] | None = None
         self._all_exp_ids: list[str] | None = None
-        self._evals: dict[str, dict[str, EvalResult]] = {}
+        self._evals: dict[tuple[str, str], dict[str, EvalResult]] = {}
+        self.synthetic: dict[str, dict[str, Any]] = {}  # base rows made from runs' base_eval/
         self._bases: dict[str, list[Any]] = {}
 
     # -- store access -------------------------------------------------------------------
@@ -109,9 +114,10 @@ class Collector:
                 aliases[name] = by_version
             reg: dict[str, list[dict[str, Any]]] = {}
             for v in versions:
-                if not v.run_id:
+                run_id = v.run_id or (v.tags or {}).get("rlvf.run_id")
+                if not run_id:
                     continue
-                reg.setdefault(v.run_id, []).append(
+                reg.setdefault(run_id, []).append(
                     {
                         "name": v.name,
                         "version": str(v.version),
@@ -129,20 +135,20 @@ class Collector:
             self._exp_names[exp_id] = self.client.get_experiment(exp_id).name
         return self._exp_names[exp_id]
 
-    def evals(self, run_id: str) -> dict[str, EvalResult]:
-        """The EvalResults logged in a run (artifacts eval/<suite>/result.json)."""
-        if run_id not in self._evals:
-            self._evals[run_id] = self._read_evals(self.run(run_id))
-        return self._evals[run_id]
+    def evals(self, run_id: str, prefix: str = schema.EVAL_PREFIX) -> dict[str, EvalResult]:
+        """The EvalResults logged in a run (artifacts <prefix>/<suite>/result.json)."""
+        if (run_id, prefix) not in self._evals:
+            self._evals[(run_id, prefix)] = self._read_evals(self.run(run_id), prefix)
+        return self._evals[(run_id, prefix)]
 
-    def _read_evals(self, run: Any) -> dict[str, EvalResult]:
+    def _read_evals(self, run: Any, prefix: str) -> dict[str, EvalResult]:
         run_id = run.info.run_id
-        if not any(k.startswith(schema.EVAL_PREFIX + "/") for k in run.data.metrics):
+        if not any(k.startswith(prefix + "/") for k in run.data.metrics):
             return {}
         texts: dict[str, str] = {}
         local = _local_dir(run.info.artifact_uri)
         if local is not None:
-            base = local / schema.EVAL_PREFIX
+            base = local / prefix
             if base.is_dir():
                 for d in sorted(base.iterdir()):
                     f = d / schema.RESULT_ARTIFACT
@@ -150,7 +156,7 @@ class Collector:
                         texts[d.name] = f.read_text(encoding="utf-8")
         else:
             with tempfile.TemporaryDirectory() as tmp:
-                for info in self.client.list_artifacts(run_id, schema.EVAL_PREFIX):
+                for info in self.client.list_artifacts(run_id, prefix):
                     if not info.is_dir:
                         continue
                     path = f"{info.path}/{schema.RESULT_ARTIFACT}"
@@ -164,7 +170,7 @@ class Collector:
             try:
                 res = EvalResult.from_dict(json.loads(text))
             except (ValueError, TypeError) as e:
-                raise UserError(f"run {run_id}: malformed {schema.EVAL_PREFIX}/{key}/result.json ({e})") from None
+                raise UserError(f"run {run_id}: malformed {prefix}/{key}/result.json ({e})") from None
             out[res.suite] = res
         return out
 
@@ -262,6 +268,9 @@ class Collector:
                 evals.update(self.evals(child.info.run_id))
                 lm.update(_lm_eval(child.data.metrics))
         baseline, rule = self.baseline(run_id)
+        if baseline is None and tags.get(schema.TAG_METHOD) != "base":
+            baseline = self._base_eval_record(run)
+            rule = "base_eval" if baseline else None
         rec: dict[str, Any] = {
             "record_version": RECORD_VERSION,
             "run_id": run_id,
@@ -282,13 +291,59 @@ class Collector:
             "registered": self.registered().get(run_id, []),
             "health": sorted({h.strip() for h in tags.get(schema.TAG_HEALTH, "").split(",") if h.strip()}),
             "params": {
-                k[len(schema.PARAM_PREFIX) :]: v for k, v in sorted(params.items()) if k.startswith(schema.PARAM_PREFIX)
+                k[len(schema.PARAM_PREFIX) :]: v
+                for k, v in sorted(params.items())
+                if k.startswith(schema.PARAM_PREFIX)
             },
             "train": self._train(run),
             "lm_eval": lm,
             "evals": {suite: _eval_record(res) for suite, res in sorted(evals.items())},
         }
         return rec
+
+    def _base_eval_record(self, run: Any) -> str | None:
+        """A base row from the base model's eval that a training run recorded (``base_eval/``),
+        shared by every run that recorded the same one; returns its id, or None."""
+        evals = self.evals(run.info.run_id, schema.BASE_EVAL_PREFIX)
+        if not evals:
+            return None
+        tags = run.data.tags
+        inv_hash = tags.get(schema.TAG_INVARIANTS_HASH, "")
+        digest = hashlib.sha256(
+            json.dumps(
+                [inv_hash, {s: r.to_dict() for s, r in sorted(evals.items())}], sort_keys=True
+            ).encode()
+        ).hexdigest()[:12]
+        sid = f"{SYNTHETIC_PREFIX}{digest}"
+        if sid not in self.synthetic:
+            base_model = tags.get(schema.TAG_BASE_MODEL, "")
+            self.synthetic[sid] = {
+                "record_version": RECORD_VERSION,
+                "run_id": sid,
+                "run_name": "",
+                "experiment": "",  # runs of several experiments may share it: see recorded_by
+                "label": f"base ({base_model})" if base_model else "base",
+                "kind": "base_eval",
+                "method": "base",
+                "base_model": base_model,
+                "base_revision": tags.get(schema.TAG_BASE_REVISION, ""),
+                "config_hash": "",
+                "invariants_hash": inv_hash,
+                "invariants": _json_tag(tags.get(schema.TAG_INVARIANTS), {}),
+                "scan": {},
+                "git_commit": "",
+                "parent_run_id": "",
+                "baseline": None,
+                "registered": [],
+                "health": [],
+                "params": {},
+                "train": {},
+                "lm_eval": {},
+                "evals": {suite: _eval_record(res) for suite, res in sorted(evals.items())},
+                "recorded_by": [],
+            }
+        self.synthetic[sid]["recorded_by"] = sorted({*self.synthetic[sid]["recorded_by"], run.info.run_id})
+        return sid
 
     def _train(self, run: Any) -> dict[str, Any]:
         m = run.data.metrics
@@ -297,7 +352,10 @@ class Collector:
             if f"train/{key}" in m:
                 out[key] = m[f"train/{key}"]
         if "train/loss" in m:
-            hist = sorted(self.client.get_metric_history(run.info.run_id, "train/loss"), key=lambda x: (x.step, x.timestamp))
+            hist = sorted(
+                self.client.get_metric_history(run.info.run_id, "train/loss"),
+                key=lambda x: (x.step, x.timestamp),
+            )
             curve = [[int(h.step), float(h.value)] for h in hist]
             out["final_loss"] = curve[-1][1] if curve else m["train/loss"]
             out["first_loss"] = curve[0][1] if curve else m["train/loss"]
@@ -359,7 +417,9 @@ def _eval_record(res: EvalResult) -> dict[str, Any]:
     }
 
 
-def collect(client: Any, sel: Selection, pairs: list[tuple[str, str]] = ()) -> tuple[dict[str, dict], list[list[str]]]:
+def collect(
+    client: Any, sel: Selection, pairs: list[tuple[str, str]] = ()
+) -> tuple[dict[str, dict], list[list[str]]]:
     """Select runs and read them (with their baselines and named pairs' runs) into records.
 
     Returns (records by run id, named pairs as run ids). Runs with neither evaluations nor
@@ -381,8 +441,11 @@ def collect(client: Any, sel: Selection, pairs: list[tuple[str, str]] = ()) -> t
         if not (rec["evals"] or rec["lm_eval"] or rec["train"]) and rid not in forced:
             continue
         records[rid] = rec
-        if rec["baseline"] and rec["baseline"]["run_id"] not in records:
-            queue.append(rec["baseline"]["run_id"])
+        base = (rec["baseline"] or {}).get("run_id")
+        if base in col.synthetic:
+            records[base] = col.synthetic[base]
+        elif base and base not in records:
+            queue.append(base)
     if not records:
         raise UserError(
             "no runs to export: the selection matched no run with results"
@@ -391,12 +454,27 @@ def collect(client: Any, sel: Selection, pairs: list[tuple[str, str]] = ()) -> t
     return records, named
 
 
-def _resolve_ref(col: Collector, ref: str, ids: list[str]) -> str:
-    """A run id, or the label of exactly one selected run."""
-    labelled = [r for r in ids if col.run(r).data.tags.get(schema.TAG_LABEL) == ref]
-    if len(labelled) == 1:
-        return labelled[0]
-    if len(labelled) > 1:
-        raise UserError(f"label {ref!r} names {len(labelled)} runs; use a run id")
-    col.run(ref)
+def _resolve_ref(col: Collector, ref: str, ids: list[str] = ()) -> str:
+    """A run id, or a label (tag rlvf.label) naming exactly one run (selected runs first)."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        col.client.get_run(ref)
+        return ref
+    except MlflowException:
+        pass
+    labelled = [r.info.run_id for r in col.search(f"tags.`{schema.TAG_LABEL}` = {_q(ref)}")]
+    selected = [r for r in labelled if r in ids]
+    hits = selected if len(selected) == 1 else labelled
+    if len(hits) == 1:
+        return hits[0]
+    if len(hits) > 1:
+        raise UserError(f"label {ref!r} names {len(hits)} runs; use a run id")
+    col.run(ref)  # not a run id either: raises "unknown run id"
     return ref
+
+
+def resolve(client: Any, ref: str) -> dict[str, Any]:
+    """One run's record, by run id or unique label."""
+    col = Collector(client)
+    return col.record(_resolve_ref(col, ref))

@@ -43,15 +43,22 @@ def export(
     site_files = _site_files(records, study)
     registry.write_tree(registry_dir, reg_files)
     registry.write_tree(Path(site_dir) / REPORT_DIR, site_files)
-    return {"runs": len(records), "pairs": len(named), "pages": sum(f.endswith(".md") for f in site_files),
-            "plots": sum(f.endswith(".svg") for f in site_files)}
+    return {
+        "runs": len(records),
+        "pairs": len(named),
+        "pages": sum(f.endswith(".md") for f in site_files),
+        "plots": sum(f.endswith(".svg") for f in site_files),
+    }
 
 
 def rebuild(registry_dir: str | Path = "registry", site_dir: str | Path = "site") -> dict[str, Any]:
     """Rebuild the site's generated pages from `registry/` alone (no MLflow store)."""
     records, study = registry.load(registry_dir)
-    records, study = _parse(registry.render(records, study))
     site_files = _site_files(records, study)
     registry.write_tree(Path(site_dir) / REPORT_DIR, site_files)
-    return {"runs": len(records), "pairs": len(study.get("pairs", [])),
-            "pages": sum(f.endswith(".md") for f in site_files), "plots": sum(f.endswith(".svg") for f in site_files)}
+    return {
+        "runs": len(records),
+        "pairs": len(study.get("pairs", [])),
+        "pages": sum(f.endswith(".md") for f in site_files),
+        "plots": sum(f.endswith(".svg") for f in site_files),
+    }

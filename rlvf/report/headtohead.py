@@ -38,7 +38,12 @@ def display_labels(records: dict[str, dict]) -> dict[str, str]:
     counts: dict[str, int] = {}
     for r in records.values():
         counts[r["label"]] = counts.get(r["label"], 0) + 1
-    return {rid: (r["label"] if counts[r["label"]] == 1 else f"{r['label']} ({rid[:6]})") for rid, r in records.items()}
+    return {
+        rid: (
+            r["label"] if counts[r["label"]] == 1 else f"{r['label']} ({rid.removeprefix('base-eval-')[:6]})"
+        )
+        for rid, r in records.items()
+    }
 
 
 # -- fairness -----------------------------------------------------------------------------
@@ -50,7 +55,11 @@ def fairness(a: dict, b: dict) -> list[dict[str, Any]]:
     if a["invariants_hash"] == b["invariants_hash"]:
         return []
     ia, ib = a.get("invariants") or {}, b.get("invariants") or {}
-    diffs = [{"key": k, "a": ia.get(k), "b": ib.get(k)} for k in sorted(set(ia) | set(ib)) if ia.get(k) != ib.get(k)]
+    diffs = [
+        {"key": k, "a": ia.get(k), "b": ib.get(k)}
+        for k in sorted(set(ia) | set(ib))
+        if ia.get(k) != ib.get(k)
+    ]
     return diffs or [{"key": "(invariants hash)", "a": a["invariants_hash"], "b": b["invariants_hash"]}]
 
 
@@ -113,8 +122,9 @@ def head_to_head(ev_a: dict, ev_b: dict) -> dict[str, Any]:
 
 
 def _seed_matrix(ev: dict) -> np.ndarray:
+    """tasks x seeds matrix of passing-sample counts (seeds in sorted order)."""
     seeds = sorted(ev["seeds"])
-    return np.array([ev["correct"][str(s)] for s in seeds], dtype=float).T / ev["n_samples"]  # tasks x seeds
+    return np.array([ev["correct"][str(s)] for s in seeds], dtype=np.int64).T
 
 
 def suite_delta(ev_a: dict, ev_b: dict, h2h: dict | None = None) -> dict[str, Any]:
@@ -126,9 +136,12 @@ def suite_delta(ev_a: dict, ev_b: dict, h2h: dict | None = None) -> dict[str, An
     b, c = h2h["counts"]["improved"], h2h["counts"]["regressed"]
     p = stats.mcnemar_exact(b, c)
     ma, mb = _seed_matrix(ev_a), _seed_matrix(ev_b)
-    if ma.shape != mb.shape:  # different numbers of seeds: pair tasks only
-        ma, mb = ma.mean(axis=1, keepdims=True), mb.mean(axis=1, keepdims=True)
-    lo, hi, p_boot = stats.paired_bootstrap(mb - ma)
+    if ma.shape == mb.shape and ev_a["n_samples"] == ev_b["n_samples"]:
+        lo, hi, p_boot = stats.paired_bootstrap(mb - ma, 1.0 / ev_a["n_samples"])
+    else:  # different numbers of seeds or samples: pair tasks only, on pass rates
+        rate_a = ma.mean(axis=1, keepdims=True) / ev_a["n_samples"]
+        rate_b = mb.mean(axis=1, keepdims=True) / ev_b["n_samples"]
+        lo, hi, p_boot = stats.paired_bootstrap(rate_b - rate_a)
     return {
         "metric": "pass_at_1",
         "a": sa["mean"],
@@ -156,9 +169,18 @@ def lm_deltas(a: dict, b: dict) -> list[dict[str, Any]]:
             se, beyond, verdict = None, False, "no stderr recorded: cannot judge"
         else:
             se, beyond = stats.two_stderr(delta, va["stderr"], vb["stderr"])
-            verdict = ("beyond 2×SE" if beyond else "within 2×SE: not significant")
-        out.append({"metric": name, "a": va["value"], "b": vb["value"], "delta": delta, "se": se,
-                    "beyond_2se": beyond, "verdict": verdict})
+            verdict = "beyond 2×SE" if beyond else "within 2×SE: not significant"
+        out.append(
+            {
+                "metric": name,
+                "a": va["value"],
+                "b": vb["value"],
+                "delta": delta,
+                "se": se,
+                "beyond_2se": beyond,
+                "verdict": verdict,
+            }
+        )
     return out
 
 
@@ -173,9 +195,11 @@ def _per_task_counts(ev: dict, group: str, split_plus: bool) -> dict[str, np.nda
     for s in seeds:
         for i, labels in enumerate(table[s]):
             for label in labels:
-                for name in (label.split("+") if split_plus else [label]):
+                for name in label.split("+") if split_plus else [label]:
                     if name:
-                        out.setdefault(name, np.zeros(n_tasks))[i] += 1.0 / len(seeds)
+                        if name not in out:
+                            out[name] = np.zeros(n_tasks)
+                        out[name][i] += 1.0 / len(seeds)
     return out
 
 
@@ -196,15 +220,19 @@ def failure_shift(ev_a: dict, ev_b: dict) -> list[dict[str, Any]]:
             zb = cb.get(name, np.zeros(len(ev_b["task_ids"])))
             a_stat = sa.get(name, {"mean": 0.0, "std": 0.0})
             b_stat = sb.get(name, {"mean": 0.0, "std": 0.0})
-            rows.append({
-                "kind": kind,
-                "name": name,
-                "a_mean": a_stat["mean"], "a_std": a_stat["std"],
-                "b_mean": b_stat["mean"], "b_std": b_stat["std"],
-                "delta": b_stat["mean"] - a_stat["mean"],
-                "fewer": [t for t, x, y in zip(ev_a["task_ids"], za, zb, strict=True) if y < x - 1e-12],
-                "more": [t for t, x, y in zip(ev_a["task_ids"], za, zb, strict=True) if y > x + 1e-12],
-            })
+            rows.append(
+                {
+                    "kind": kind,
+                    "name": name,
+                    "a_mean": a_stat["mean"],
+                    "a_std": a_stat["std"],
+                    "b_mean": b_stat["mean"],
+                    "b_std": b_stat["std"],
+                    "delta": b_stat["mean"] - a_stat["mean"],
+                    "fewer": [t for t, x, y in zip(ev_a["task_ids"], za, zb, strict=True) if y < x - 1e-12],
+                    "more": [t for t, x, y in zip(ev_a["task_ids"], za, zb, strict=True) if y > x + 1e-12],
+                }
+            )
     return rows
 
 
@@ -226,7 +254,11 @@ def compare(a: dict, b: dict, origin: str = "named") -> dict[str, Any]:
         except ComparisonError as e:
             out["suites"][suite] = {"error": str(e)}
             continue
-        out["suites"][suite] = {"h2h": h, "delta": suite_delta(ev_a, ev_b, h), "failures": failure_shift(ev_a, ev_b)}
+        out["suites"][suite] = {
+            "h2h": h,
+            "delta": suite_delta(ev_a, ev_b, h),
+            "failures": failure_shift(ev_a, ev_b),
+        }
     out["lm_eval"] = lm_deltas(a, b)
     return out
 
@@ -260,12 +292,14 @@ def universally_hard(records: dict[str, dict]) -> list[dict[str, Any]]:
         any_pass = np.zeros(len(tids), dtype=bool)
         for r in recs:
             any_pass |= task_passes(r["evals"][suite])
-        out.append({
-            "suite": suite,
-            "n_tasks": len(tids),
-            "runs": [r["run_id"] for r in recs],
-            "tasks": [t for t, p in zip(tids, any_pass, strict=True) if not p],
-        })
+        out.append(
+            {
+                "suite": suite,
+                "n_tasks": len(tids),
+                "runs": [r["run_id"] for r in recs],
+                "tasks": [t for t, p in zip(tids, any_pass, strict=True) if not p],
+            }
+        )
     return out
 
 

@@ -38,7 +38,7 @@ BAR_COLOR = "#1f77b4"
 def _save(fig) -> str:
     plt = _plt()
     buf = io.StringIO()
-    fig.savefig(buf, format="svg", bbox_inches="tight", metadata={"Date": None, "Creator": "rlvf"})
+    fig.savefig(buf, format="svg", metadata={"Date": None, "Creator": "rlvf"})  # one draw: no "tight" bbox
     plt.close(fig)
     return buf.getvalue()
 
@@ -46,7 +46,10 @@ def _save(fig) -> str:
 def results_bars(labels: list[str], means: list[float], stds: list[float], title: str) -> str:
     plt = _plt()
     n = len(labels)
-    fig, ax = plt.subplots(figsize=(7.5, 0.9 + 0.32 * n))
+    width, height = 7.5, 1.1 + 0.3 * n
+    fig, ax = plt.subplots(figsize=(width, height))
+    left = 0.3 + 0.068 * max((len(x) for x in labels), default=1)  # inches for the 8pt labels
+    fig.subplots_adjust(left=min(0.6, left / width), right=0.97, top=1 - 0.4 / height, bottom=0.6 / height)
     y = list(range(n))[::-1]
     ax.barh(y, [m * 100 for m in means], xerr=[s * 100 for s in stds], color=BAR_COLOR, capsize=3)
     ax.set_yticks(y, labels, fontsize=8)
@@ -57,18 +60,33 @@ def results_bars(labels: list[str], means: list[float], stds: list[float], title
 
 
 def lines(
-    series: list[dict[str, Any]], xlabel: str, ylabel: str, title: str, *, categorical_x: bool = False,
-    reference: tuple[str, float] | None = None, percent: bool = True,
+    series: list[dict[str, Any]],
+    xlabel: str,
+    ylabel: str,
+    title: str,
+    *,
+    categorical_x: bool = False,
+    reference: tuple[str, float] | None = None,
+    percent: bool = True,
 ) -> str:
     """series: [{label, x, y, yerr?}]."""
     plt = _plt()
     fig, ax = plt.subplots(figsize=(7.5, 4.2))
+    fig.subplots_adjust(left=0.1, right=0.97, top=0.92, bottom=0.12)
     scale = 100 if percent else 1
     for s in series:
         xs = list(range(len(s["x"]))) if categorical_x else s["x"]
-        yerr = [e * scale for e in s["yerr"]] if s.get("yerr") else None
-        ax.errorbar(xs, [v * scale for v in s["y"]], yerr=yerr, marker="o", capsize=3, label=s["label"],
-                    linewidth=1.2, markersize=3 if len(xs) > 30 else 5)
+        ys = [v * scale for v in s["y"]]
+        style = {
+            "marker": "o" if len(xs) <= 30 else None,
+            "label": s["label"],
+            "linewidth": 1.2,
+            "markersize": 5,
+        }
+        if s.get("yerr"):
+            ax.errorbar(xs, ys, yerr=[e * scale for e in s["yerr"]], capsize=3, **style)
+        else:
+            ax.plot(xs, ys, **style)
     if categorical_x and series:
         ax.set_xticks(range(len(series[0]["x"])), [str(x) for x in series[0]["x"]])
     if reference is not None:

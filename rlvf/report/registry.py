@@ -27,6 +27,11 @@ from rlvf.errors import UserError
 FLOAT_DECIMALS = 6
 
 
+#: keys of an eval record whose values are per-task vectors of ints and strings
+#: (EvalResult's contract): passed through as they are, which keeps big exports fast
+RAW_KEYS = frozenset({"correct", "categories", "flags", "task_ids"})
+
+
 def normalise(obj: Any) -> Any:
     """Round floats (non-finite ones become None), sort nothing: `dumps` sorts keys."""
     if isinstance(obj, float):
@@ -41,8 +46,21 @@ def normalise(obj: Any) -> Any:
     return obj
 
 
+def normalise_record(rec: dict[str, Any]) -> dict[str, Any]:
+    out = normalise({k: v for k, v in rec.items() if k != "evals"})
+    out["evals"] = {
+        suite: {
+            **normalise({k: v for k, v in ev.items() if k not in RAW_KEYS}),
+            **{k: ev[k] for k in RAW_KEYS if k in ev},
+        }
+        for suite, ev in rec.get("evals", {}).items()
+    }
+    return out
+
+
 def _inline(obj: list) -> bool:
-    return all(not isinstance(v, dict) and (not isinstance(v, list) or _inline(v)) for v in obj)
+    """Lists in records are homogeneous: a list of dicts is laid out, anything else inline."""
+    return not (obj and isinstance(obj[0], dict))
 
 
 def dumps(obj: Any) -> str:
@@ -102,7 +120,7 @@ def metrics_summary(records: dict[str, dict]) -> dict[str, Any]:
 
 def render(records: dict[str, dict], study: dict[str, Any]) -> dict[str, str]:
     """The registry's files (relative path -> text)."""
-    files = {f"runs/{rid}.json": dumps(normalise(rec)) for rid, rec in records.items()}
+    files = {f"runs/{rid}.json": dumps(normalise_record(rec)) for rid, rec in records.items()}
     files["study.json"] = dumps(normalise(study))
     files["metrics.json"] = dumps(normalise(metrics_summary(records)))
     return files
@@ -112,10 +130,10 @@ def load(path: str | Path) -> tuple[dict[str, dict], dict[str, Any]]:
     """Read a registry directory back: (records by run id, study)."""
     root = Path(path)
     runs_dir = root / "runs"
-    if not runs_dir.is_dir():
-        raise UserError(f"{root}: not a registry (no runs/ directory); run `rlvf export` first")
+    if not runs_dir.is_dir() and not (root / "metrics.json").is_file():
+        raise UserError(f"{root}: not a registry (no runs/ or metrics.json); run `rlvf export` first")
     records = {}
-    for f in sorted(runs_dir.glob("*.json")):
+    for f in sorted(runs_dir.glob("*.json")) if runs_dir.is_dir() else []:
         try:
             rec = json.loads(f.read_text(encoding="utf-8"))
         except (json.JSONDecodeError, UnicodeDecodeError) as e:

@@ -37,26 +37,29 @@ def two_stderr(delta: float, se_a: float, se_b: float) -> tuple[float, bool]:
 @lru_cache(maxsize=32)
 def _weights(n_tasks: int, n_seeds: int) -> tuple[np.ndarray, np.ndarray]:
     rng = np.random.default_rng(BOOTSTRAP_SEED + 7919 * n_tasks + n_seeds)
-    w = rng.multinomial(n_tasks, np.full(n_tasks, 1.0 / n_tasks), size=BOOTSTRAP_RESAMPLES).astype(float)
-    v = rng.multinomial(n_seeds, np.full(n_seeds, 1.0 / n_seeds), size=BOOTSTRAP_RESAMPLES).astype(float)
-    return w, v
+    w = rng.multinomial(n_tasks, np.full(n_tasks, 1.0 / n_tasks), size=BOOTSTRAP_RESAMPLES)
+    v = rng.multinomial(n_seeds, np.full(n_seeds, 1.0 / n_seeds), size=BOOTSTRAP_RESAMPLES)
+    return w.astype(np.int64), v.astype(np.int64)
 
 
-def paired_bootstrap(diff: np.ndarray) -> tuple[float, float, float]:
-    """Paired bootstrap over tasks x seeds of the mean of `diff` (tasks x seeds matrix of
-    per-task, per-seed differences in pass rate). Returns (ci_low, ci_high, p_two_sided)
-    for a 95% percentile interval; deterministic (fixed resampling weights)."""
-    diff = np.asarray(diff, dtype=float)
+def paired_bootstrap(diff: np.ndarray, scale: float = 1.0) -> tuple[float, float, float]:
+    """Paired bootstrap over tasks x seeds of the mean of `diff * scale`, where `diff` is a
+    tasks x seeds matrix of per-task, per-seed differences (integer counts of passing
+    samples, with `scale` = 1/n_samples, or plain rates). Returns (ci_low, ci_high,
+    p_two_sided) for a 95% percentile interval; deterministic (fixed resampling weights).
+    Integer input is summed exactly, without BLAS threads."""
+    diff = np.asarray(diff)
     if diff.ndim == 1:
         diff = diff[:, None]
     t, s = diff.shape
-    if t == 0:
+    if t == 0 or not np.any(diff):
         return 0.0, 0.0, 1.0
     w, v = _weights(t, s)
-    means = ((w @ diff) * v).sum(axis=1) / (t * s)
+    if not np.issubdtype(diff.dtype, np.integer):
+        w, v = w.astype(float), v.astype(float)
+    sums = ((w @ diff) * v).sum(axis=1)
+    means = sums * (scale / (t * s))
     lo, hi = np.quantile(means, [0.025, 0.975])
-    if not np.any(diff):
-        return 0.0, 0.0, 1.0
     p = 2.0 * min(float(np.mean(means <= 0.0)), float(np.mean(means >= 0.0)))
     return float(lo), float(hi), min(1.0, p)
 

@@ -23,7 +23,9 @@ def print_comparison(a: dict, b: dict, suites: list[str]) -> dict:
     common = sorted(c["suites"])
     for s in suites:
         if s not in common:
-            raise UserError(f"suite {s!r} is not evaluated in both runs (in common: {', '.join(common) or 'none'})")
+            raise UserError(
+                f"suite {s!r} is not evaluated in both runs (in common: {', '.join(common) or 'none'})"
+            )
     chosen = suites or common
     if not chosen and not c["lm_eval"]:
         raise UserError(f"{name_a} and {name_b} have no suite or lm-eval metric in common")
@@ -31,21 +33,46 @@ def print_comparison(a: dict, b: dict, suites: list[str]) -> dict:
         if "error" in c["suites"][s]:
             raise UserError(f"{name_b} vs {name_a}: {c['suites'][s]['error']}")
 
-    console = Console(width=max(Console().width, 120))
+    console = Console(width=max(Console().width, 160))
     console.print(f"[bold]{name_b}[/bold] against [bold]{name_a}[/bold]")
     deltas = Table(title="Deltas (run − baseline)")
-    for col in ("Suite", "Baseline %", "Run %", "Δ", "±SE", "2×SE", "McNemar p (b/c)", "Bootstrap 95% CI", "Verdict"):
+    for col in (
+        "Suite",
+        "Baseline %",
+        "Run %",
+        "Δ",
+        "±SE",
+        "2×SE",
+        "McNemar p (b/c)",
+        "Bootstrap 95% CI",
+        "Verdict",
+    ):
         deltas.add_column(col)
     for s in chosen:
         d = c["suites"][s]["delta"]
-        deltas.add_row(s, pm(d["a"], d["a_std"]), pm(d["b"], d["b_std"]), pp(d["delta"]), f"{100 * d['se']:.2f}pp",
-                       "beyond" if d["beyond_2se"] else "within", f"{pval(d['mcnemar_p'])} ({d['improved']}/{d['regressed']})",
-                       f"[{pp(d['bootstrap_ci'][0])}, {pp(d['bootstrap_ci'][1])}]",
-                       d["verdict"] if stats.is_significant(d["verdict"]) else f"[italic]{d['verdict']}[/italic]")
+        deltas.add_row(
+            s,
+            pm(d["a"], d["a_std"]),
+            pm(d["b"], d["b_std"]),
+            pp(d["delta"]),
+            f"{100 * d['se']:.2f}pp",
+            "beyond" if d["beyond_2se"] else "within",
+            f"{pval(d['mcnemar_p'])} ({d['improved']}/{d['regressed']})",
+            f"[{pp(d['bootstrap_ci'][0])}, {pp(d['bootstrap_ci'][1])}]",
+            d["verdict"] if stats.is_significant(d["verdict"]) else f"[italic]{d['verdict']}[/italic]",
+        )
     for d in c["lm_eval"]:
-        deltas.add_row(d["metric"], f"{d['a']:.4f}", f"{d['b']:.4f}", f"{d['delta']:+.4f}",
-                       "—" if d["se"] is None else f"{d['se']:.4f}", "beyond" if d["beyond_2se"] else "within",
-                       "—", "—", d["verdict"])
+        deltas.add_row(
+            d["metric"],
+            f"{d['a']:.4f}",
+            f"{d['b']:.4f}",
+            f"{d['delta']:+.4f}",
+            "—" if d["se"] is None else f"{d['se']:.4f}",
+            "beyond" if d["beyond_2se"] else "within",
+            "—",
+            "—",
+            d["verdict"],
+        )
     console.print(deltas)
     for s in chosen:
         h = c["suites"][s]["h2h"]
@@ -53,8 +80,14 @@ def print_comparison(a: dict, b: dict, suites: list[str]) -> dict:
         t = Table(title=f"Head-to-head on {s}")
         for col in ("Improved", "Regressed", "Both pass", "Both fail", "Net", "Tasks"):
             t.add_column(col, justify="right")
-        t.add_row(str(cn["improved"]), str(cn["regressed"]), str(cn["both_pass"]), str(cn["both_fail"]),
-                  f"{h['net']:+d}", str(h["n_tasks"]))
+        t.add_row(
+            str(cn["improved"]),
+            str(cn["regressed"]),
+            str(cn["both_pass"]),
+            str(cn["both_fail"]),
+            f"{h['net']:+d}",
+            str(h["n_tasks"]),
+        )
         console.print(t)
         for key, title in (("improved", "Improved"), ("regressed", "Regressed"), ("both_fail", "Both fail")):
             tids = h["lists"][key]

@@ -29,7 +29,9 @@ def _resolve(target: Any, client: Any) -> tuple[Any, str]:
     elif hasattr(target, "info"):  # mlflow.ActiveRun / mlflow.entities.Run
         run_id = target.info.run_id
     else:
-        raise TypeError(f"log_eval_result: expected a run id, an MLflow run or None, got {type(target).__name__}")
+        raise TypeError(
+            f"log_eval_result: expected a run id, an MLflow run or None, got {type(target).__name__}"
+        )
     return client or MlflowClient(), run_id
 
 
