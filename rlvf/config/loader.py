@@ -54,7 +54,9 @@ def _recipe_text(recipe: str) -> tuple[str, str]:
         return path.read_text(encoding="utf-8"), str(path)
     res = resources.files("rlvf") / "recipes" / f"{recipe}.yaml"
     if not res.is_file():
-        raise ConfigError(f"unknown recipe '{recipe}' (shipped recipes: {', '.join(recipe_names())}; or give a .yaml path)")
+        raise ConfigError(
+            f"unknown recipe '{recipe}' (shipped recipes: {', '.join(recipe_names())}; or give a .yaml path)"
+        )
     return res.read_text(encoding="utf-8"), f"recipe '{recipe}'"
 
 
@@ -142,7 +144,16 @@ def _scalar(key: str, value: Any, t: str, raw: Any, expected: str | None = None)
     if t == "bool":
         if isinstance(value, bool):
             return value
-        if isinstance(value, str) and value.strip().lower() in ("true", "yes", "on", "1", "false", "no", "off", "0"):
+        if isinstance(value, str) and value.strip().lower() in (
+            "true",
+            "yes",
+            "on",
+            "1",
+            "false",
+            "no",
+            "off",
+            "0",
+        ):
             return value.strip().lower() in ("true", "yes", "on", "1")
         raise bad()
     if t == "int":
@@ -200,7 +211,9 @@ def coerce(key: str, value: Any, field: Field) -> Any:
                 try:
                     value = yaml.safe_load(text)
                 except yaml.YAMLError:
-                    raise ConfigError(f"config key '{key}' must be {_type_name(field.type)}, got {raw!r}") from None
+                    raise ConfigError(
+                        f"config key '{key}' must be {_type_name(field.type)}, got {raw!r}"
+                    ) from None
             else:
                 value = [v.strip() for v in text.split(",") if v.strip()]
         elif isinstance(value, tuple):
@@ -222,7 +235,9 @@ def coerce(key: str, value: Any, field: Field) -> Any:
 
 def _check_range(key: str, v: Any, field: Field) -> None:
     if field.choices is not None and v not in field.choices:
-        raise ConfigError(f"config key '{key}' must be one of {', '.join(map(str, field.choices))}; got {v!r}")
+        raise ConfigError(
+            f"config key '{key}' must be one of {', '.join(map(str, field.choices))}; got {v!r}"
+        )
     if field.minimum is not None and isinstance(v, (int, float)) and v < field.minimum:
         raise ConfigError(f"config key '{key}' must be at least {field.minimum:g}; got {v!r}")
     if field.maximum is not None and isinstance(v, (int, float)) and v > field.maximum:
@@ -235,7 +250,9 @@ def parse_overrides(overrides: Iterable[str] | Mapping[str, Any] | None) -> dict
     if overrides is None:
         return {}
     if isinstance(overrides, Mapping):
-        return flatten(overrides) if any(isinstance(v, Mapping) for v in overrides.values()) else dict(overrides)
+        return (
+            flatten(overrides) if any(isinstance(v, Mapping) for v in overrides.values()) else dict(overrides)
+        )
     out: dict[str, Any] = {}
     for item in overrides:
         if "=" not in item:
@@ -263,9 +280,7 @@ class _Dumper(yaml.SafeDumper):
     """Sections as blocks, lists inline: reads like the recipes."""
 
 
-_Dumper.add_representer(
-    list, lambda d, v: d.represent_sequence("tag:yaml.org,2002:seq", v, flow_style=True)
-)
+_Dumper.add_representer(list, lambda d, v: d.represent_sequence("tag:yaml.org,2002:seq", v, flow_style=True))
 
 
 class _Section:
@@ -445,13 +460,17 @@ def _check_consistency(flat: Mapping[str, Any]) -> None:
             f"{len(weights)} weights for {flat['dpo.loss_type']}"
         )
     if flat.get("data.sft_source") == "traces" and not flat.get("data.traces"):
-        raise ConfigError("data.sft_source=traces needs data.traces=PATH (a JSONL of prompt/completion lines)")
+        raise ConfigError(
+            "data.sft_source=traces needs data.traces=PATH (a JSONL of prompt/completion lines)"
+        )
     if "data.min_chars" in flat and flat["data.min_chars"] > flat["data.max_chars"]:
         raise ConfigError(
             f"config key 'data.min_chars' ({flat['data.min_chars']}) is above data.max_chars ({flat['data.max_chars']})"
         )
     if flat.get("model.quantization") == "nf4" and flat.get("model.finetune") == "full":
-        raise ConfigError("model.quantization=nf4 needs model.finetune=lora (quantised weights cannot be trained)")
+        raise ConfigError(
+            "model.quantization=nf4 needs model.finetune=lora (quantised weights cannot be trained)"
+        )
 
 
 def load_config(

@@ -71,7 +71,9 @@ SCHEMA: dict[str, Any] = {
             nullable=True,
         ),
         "dtype": F("str", "weights dtype", choices=("auto", "float32", "bfloat16", "float16")),
-        "quantization": F("str", "weight quantisation of the base", choices=("none", "nf4"), invariant="quantization"),
+        "quantization": F(
+            "str", "weight quantisation of the base", choices=("none", "nf4"), invariant="quantization"
+        ),
         "finetune": F(
             "str",
             "what training updates: a LoRA adapter or all weights (tiny models)",
@@ -91,12 +93,16 @@ SCHEMA: dict[str, Any] = {
         "temperature": F("float", "sampling temperature for training data", minimum=0.0),
         "top_p": F("float", "nucleus sampling for training data", minimum=0.0, maximum=1.0),
         "max_new_tokens": F("int", "longest completion sampled", minimum=1),
-        "batch_size": F("int", "prompts per generate call (sampling is seeded per batch, so it changes samples)", minimum=1),
+        "batch_size": F(
+            "int",
+            "prompts per generate call (sampling is seeded per batch, so it changes samples)",
+            minimum=1,
+        ),
     },
     "data": {
         "suite": F("str", "task suite the training prompts come from (procedural:train, jsonl:PATH, ...)"),
         "per_cell": F("int", "procedural tasks per (type, difficulty) cell", minimum=1),
-        "limit": F("int", "use only the first N tasks of the suite", nullable=True, minimum=1),
+        "limit": F("int", "use N tasks, evenly spaced through the suite", nullable=True, minimum=1),
         "pairs": F(
             "str",
             "existing pairs: a pairs JSONL path or the run id of a pairs run (empty: build them now)",
@@ -120,18 +126,24 @@ SCHEMA: dict[str, Any] = {
             choices=("samples", "traces"),
             methods=("sft",),
         ),
-        "traces": F("str", "teacher-trace JSONL (prompt, completion per line)", nullable=True, methods=("sft",)),
+        "traces": F(
+            "str", "teacher-trace JSONL (prompt, completion per line)", nullable=True, methods=("sft",)
+        ),
         "max_per_prompt": F("int", "most SFT examples kept per prompt", minimum=1, methods=("sft",)),
     },
     "verify": {
         "timeout": F("float", "seconds a candidate may run against its tests", minimum=0.1),
-        "workers": F("int", "parallel sandboxes (default: the cores)", nullable=True, minimum=1, hashed=False),
+        "workers": F(
+            "int", "parallel sandboxes (default: the cores)", nullable=True, minimum=1, hashed=False
+        ),
     },
     "train": {
         "epochs": F("float", "passes over the training data", minimum=0.0),
         "max_steps": F("int", "stop after this many optimizer steps (-1: epochs decide)", minimum=-1),
         "learning_rate": F("float", "peak learning rate", minimum=0.0),
-        "lr_scheduler": F("str", "learning-rate schedule", choices=("linear", "cosine", "constant", "constant_with_warmup")),
+        "lr_scheduler": F(
+            "str", "learning-rate schedule", choices=("linear", "cosine", "constant", "constant_with_warmup")
+        ),
         "warmup_ratio": F("float", "fraction of steps warming up", minimum=0.0, maximum=1.0),
         "weight_decay": F("float", "AdamW weight decay", minimum=0.0),
         "batch_size": F("int", "examples per device step", minimum=1),
@@ -147,17 +159,41 @@ SCHEMA: dict[str, Any] = {
         "precompute_ref_log_probs": F("bool", "compute the reference log-probs once before training"),
     },
     "eval": {
-        "suites": F("list[str]", "suites to evaluate on (procedural, humaneval, jsonl:PATH)", invariant="eval_suites"),
-        "seeds": F("list[int]", "sampling seeds; pass@1 is reported as mean and std over them", invariant="eval_seeds"),
+        "suites": F(
+            "list[str]", "suites to evaluate on (procedural, humaneval, jsonl:PATH)", invariant="eval_suites"
+        ),
+        "seeds": F(
+            "list[int]",
+            "sampling seeds; pass@1 is reported as mean and std over them",
+            invariant="eval_seeds",
+        ),
         "n_samples": F("int", "samples per task per seed", minimum=1, invariant="eval_n_samples"),
-        "per_cell": F("int", "procedural tasks per (type, difficulty) cell", minimum=1, invariant="eval_per_cell"),
-        "limit": F("int", "evaluate only the first N tasks of each suite", nullable=True, minimum=1, invariant="eval_limit"),
-        "temperature": F("float", "sampling temperature (0: greedy)", minimum=0.0, invariant="eval_temperature"),
+        "per_cell": F(
+            "int", "procedural tasks per (type, difficulty) cell", minimum=1, invariant="eval_per_cell"
+        ),
+        "limit": F(
+            "int",
+            "evaluate N tasks of each suite, evenly spaced",
+            nullable=True,
+            minimum=1,
+            invariant="eval_limit",
+        ),
+        "temperature": F(
+            "float", "sampling temperature (0: greedy)", minimum=0.0, invariant="eval_temperature"
+        ),
         "top_p": F("float", "nucleus sampling", minimum=0.0, maximum=1.0, invariant="eval_top_p"),
         "max_new_tokens": F("int", "longest completion", minimum=1, invariant="eval_max_new_tokens"),
         "k": F("list[int]", "pass@k values reported besides pass@1"),
-        "base": F("bool", "also record the base policy's eval for the same settings (cached)", methods=("sft", "dpo")),
-        "batch_size": F("int", "prompts per generate call (sampling is seeded per batch, so it changes samples)", minimum=1),
+        "base": F(
+            "bool",
+            "also record the base policy's eval for the same settings (cached)",
+            methods=("sft", "dpo"),
+        ),
+        "batch_size": F(
+            "int",
+            "prompts per generate call (sampling is seeded per batch, so it changes samples)",
+            minimum=1,
+        ),
     },
     "registry": {
         "register": F("bool", "register the trained policy as a model version", hashed=False),
@@ -165,11 +201,18 @@ SCHEMA: dict[str, Any] = {
         "alias": F("str", "alias moved to the new version (empty: none)", nullable=True, hashed=False),
     },
     "tracking": {
-        "experiment": F("str", "MLflow experiment (default: MLflow's own, or what `mlflow run` chose)", nullable=True, hashed=False),
+        "experiment": F(
+            "str",
+            "MLflow experiment (default: MLflow's own, or what `mlflow run` chose)",
+            nullable=True,
+            hashed=False,
+        ),
         "run_name": F("str", "MLflow run name", nullable=True, hashed=False),
         "label": F("str", "short name for results tables (rlvf.label tag)", nullable=True, hashed=False),
         "log_model": F("bool", "log the trained policy as an MLflow model", hashed=False),
-        "output_dir": F("str", "where checkpoints and local files go (default: a temp dir)", nullable=True, hashed=False),
+        "output_dir": F(
+            "str", "where checkpoints and local files go (default: a temp dir)", nullable=True, hashed=False
+        ),
         "progress": F("bool", "show progress bars", hashed=False),
     },
 }

@@ -51,9 +51,7 @@ def _task_map(tasks: Mapping[str, Task] | Iterable[Task]) -> dict[str, Task]:
     return dict(tasks) if isinstance(tasks, Mapping) else {t.task_id: t for t in tasks}
 
 
-def join_outcomes(
-    samples: Sequence[Sample], outcomes: Sequence[Outcome]
-) -> list[tuple[Sample, Outcome]]:
+def join_outcomes(samples: Sequence[Sample], outcomes: Sequence[Outcome]) -> list[tuple[Sample, Outcome]]:
     """Pair each sample with its outcome by (task_id, index); a missing outcome is an error."""
     by_key = {(o.task_id, o.index): o for o in outcomes}
     out = []
@@ -88,8 +86,14 @@ def _choose(n_pass: int, n_fail: int, k: int, rng: random.Random) -> list[tuple[
     used_f = [0] * n_fail
     out: list[tuple[int, int]] = []
     for _ in range(min(k, len(combos))):
-        best = min(range(len(combos)), key=lambda i: (max(used_p[combos[i][0]], used_f[combos[i][1]]),
-                                                      used_p[combos[i][0]] + used_f[combos[i][1]], i))
+        best = min(
+            range(len(combos)),
+            key=lambda i: (
+                max(used_p[combos[i][0]], used_f[combos[i][1]]),
+                used_p[combos[i][0]] + used_f[combos[i][1]],
+                i,
+            ),
+        )
         p, f = combos.pop(best)
         used_p[p] += 1
         used_f[f] += 1

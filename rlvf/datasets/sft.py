@@ -32,8 +32,15 @@ def sft_from_samples(
     for s, o in join_outcomes(samples, outcomes):
         grouped[s.task_id].append((s, o))
     rows: list[dict[str, Any]] = []
-    stats = {"prompts": 0, "samples": 0, "passed": 0, "dropped_length": 0, "dropped_duplicate": 0,
-             "prompts_with_pass": 0, "rows": 0}
+    stats = {
+        "prompts": 0,
+        "samples": 0,
+        "passed": 0,
+        "dropped_length": 0,
+        "dropped_duplicate": 0,
+        "prompts_with_pass": 0,
+        "rows": 0,
+    }
     for task_id in sorted(grouped):
         task = by_id.get(task_id)
         if task is None:
@@ -56,8 +63,15 @@ def sft_from_samples(
                 continue
             seen.add(key)
             if kept < max_per_prompt:
-                rows.append({"prompt": task.prompt, "completion": s.completion, "task_id": task_id,
-                             "index": s.index, "policy": s.policy})
+                rows.append(
+                    {
+                        "prompt": task.prompt,
+                        "completion": s.completion,
+                        "task_id": task_id,
+                        "index": s.index,
+                        "policy": s.policy,
+                    }
+                )
                 kept += 1
         stats["prompts_with_pass"] += kept > 0
     stats["rows"] = len(rows)
@@ -76,6 +90,11 @@ def load_traces(path: str | Path, *, min_chars: int = 1, max_chars: int = 100_00
         n = len(obj["completion"].strip())
         if n < min_chars or n > max_chars:
             continue
-        rows.append({"prompt": obj["prompt"], "completion": obj["completion"],
-                     "task_id": str(obj.get("task_id", f"line-{lineno}"))})
+        rows.append(
+            {
+                "prompt": obj["prompt"],
+                "completion": obj["completion"],
+                "task_id": str(obj.get("task_id", f"line-{lineno}")),
+            }
+        )
     return rows

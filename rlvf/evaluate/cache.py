@@ -2,7 +2,8 @@
 SFT / DPO run can record `base_eval/...` without re-evaluating the same base each time.
 
 Cache entries live under `$RLVF_HOME/cache/eval/<key>/` (RLVF_HOME defaults to
-~/.cache/rlvf, the embedded model's home); set RLVF_NO_EVAL_CACHE=1 to bypass it.
+~/.cache/rlvf, the embedded model's home; RLVF_EVAL_CACHE moves just this cache); set
+RLVF_NO_EVAL_CACHE=1 to bypass it.
 """
 
 from __future__ import annotations
@@ -20,6 +21,9 @@ FORMAT = 1  # bump when evaluation code changes what a cached result would hold
 
 
 def cache_root() -> Path:
+    """RLVF_EVAL_CACHE if set, else $RLVF_HOME/cache/eval."""
+    if os.environ.get("RLVF_EVAL_CACHE"):
+        return Path(os.environ["RLVF_EVAL_CACHE"]).expanduser()
     from rlvf.models.bootstrap import rlvf_home
 
     return rlvf_home() / "cache" / "eval"
@@ -51,8 +55,9 @@ def base_identity(policy: str, revision: str | None) -> dict[str, Any]:
 def cache_key(identity: dict[str, Any], settings: dict[str, Any]) -> str:
     import rlvf
 
-    blob = json.dumps({"base": identity, "settings": settings, "format": FORMAT, "rlvf": rlvf.__version__},
-                      sort_keys=True)
+    blob = json.dumps(
+        {"base": identity, "settings": settings, "format": FORMAT, "rlvf": rlvf.__version__}, sort_keys=True
+    )
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 

@@ -83,13 +83,17 @@ class SuiteEval:
     seconds: float = 0.0
 
 
-def load_tasks(suite: str, per_cell: int = 1, limit: int | None = None, seed: int | None = None) -> list[Task]:
-    """The tasks of `suite` (first `limit` of them); an empty suite is a UserError."""
+def load_tasks(
+    suite: str, per_cell: int = 1, limit: int | None = None, seed: int | None = None
+) -> list[Task]:
+    """The tasks of `suite`; with `limit`, `limit` of them evenly spaced through the suite (the
+    procedural suite is ordered by type, so its first N would all be one or two types).
+    An empty suite is a UserError."""
     from rlvf.tasks import load_suite
 
     tasks = list(load_suite(suite, seed=seed, per_cell=per_cell))
-    if limit is not None:
-        tasks = tasks[:limit]
+    if limit is not None and limit < len(tasks):
+        tasks = [tasks[(i * len(tasks)) // limit] for i in range(limit)]
     if not tasks:
         raise UserError(f"suite '{suite}' has no tasks")
     return tasks
@@ -183,19 +187,36 @@ def evaluate(
                     max_new_tokens=settings.max_new_tokens,
                     seed=seed,
                 )
-                samples, _ = generate(policy, tasks, sampling, backend="hf", batch_size=settings.batch_size,
-                                      progress=progress, policy_name=policy_name)
-                outcomes = verify_samples(tasks, samples, timeout=settings.timeout, workers=workers,
-                                          progress=progress)
+                samples, _ = generate(
+                    policy,
+                    tasks,
+                    sampling,
+                    backend="hf",
+                    batch_size=settings.batch_size,
+                    progress=progress,
+                    policy_name=policy_name,
+                )
+                outcomes = verify_samples(
+                    tasks, samples, timeout=settings.timeout, workers=workers, progress=progress
+                )
                 per_seed[seed] = (samples, outcomes)
                 all_samples.extend(samples)
                 all_outcomes.extend({**o.to_dict(), "seed": seed} for o in outcomes)
-            result = build_result(suite, policy_name, tasks, per_seed, settings.n_samples,
-                                  {**settings.to_dict(), "suites": [suite]})
+            result = build_result(
+                suite,
+                policy_name,
+                tasks,
+                per_seed,
+                settings.n_samples,
+                {**settings.to_dict(), "suites": [suite]},
+            )
             out[suite] = SuiteEval(result, all_samples, all_outcomes, time.perf_counter() - t0)
             if progress:
-                print(f"eval {suite}: {len(tasks)} tasks x {len(settings.seeds)} seeds "
-                      f"x {settings.n_samples} samples in {out[suite].seconds:.1f}s", file=sys.stderr)
+                print(
+                    f"eval {suite}: {len(tasks)} tasks x {len(settings.seeds)} seeds "
+                    f"x {settings.n_samples} samples in {out[suite].seconds:.1f}s",
+                    file=sys.stderr,
+                )
     finally:
         model.train(was_training)
     return out

@@ -52,7 +52,9 @@ def split_sets(values: Sequence[str] | None) -> list[str]:
     return out
 
 
-def overrides_from(method: str, named: dict[str, Any], sets: Sequence[str] | None, extra: dict[str, str]) -> list[str]:
+def overrides_from(
+    method: str, named: dict[str, Any], sets: Sequence[str] | None, extra: dict[str, str]
+) -> list[str]:
     """Override strings from shortcut options, --set values and --dotted.key options (in that order,
     later ones winning); empty values are skipped."""
     out = []
@@ -65,13 +67,24 @@ def overrides_from(method: str, named: dict[str, Any], sets: Sequence[str] | Non
     return out
 
 
+def _silence_noise() -> None:
+    """Library chatter that says nothing about the run (bitsandbytes' CPU-kernel notice on import)."""
+    import logging
+    import warnings
+
+    logging.getLogger("bitsandbytes").setLevel(logging.ERROR)
+    warnings.filterwarnings("ignore", category=DeprecationWarning)
+    warnings.filterwarnings("ignore", message=".*Add type hints to the `predict` method.*")
+
+
 def run_entry(method: str, recipe: str | None, overrides: Sequence[str]) -> Any:
     """Load the config and run the stage; prints the closing summary. Errors propagate."""
     from rlvf.config import load_config
     from rlvf.pipeline.stages import STAGES
 
+    _silence_noise()
+
     cfg = load_config(method, recipe or None, list(overrides))
-    print(f"[rlvf] {method}: recipe {cfg.recipe}, config_hash {cfg.hash}", file=sys.stderr, flush=True)
     result = STAGES[method](cfg)
     print(f"[rlvf] {method} run {result.run_id} finished in {result.seconds:.1f}s", file=sys.stderr)
     for line in result.summary:
@@ -110,8 +123,14 @@ def _script_parser(method: str) -> argparse.ArgumentParser:
         description=f"rlvf {method} entry point (also: mlflow run . -e {method} --env-manager local)",
     )
     p.add_argument("--recipe", default="", help="recipe name or YAML path (default: default)")
-    p.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
-                   help="config override; repeatable, or several separated by ';'")
+    p.add_argument(
+        "--set",
+        dest="sets",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="config override; repeatable, or several separated by ';'",
+    )
     for opt, key in shortcuts_for(method).items():
         names = dict.fromkeys([f"--{opt.replace('_', '-')}", f"--{opt}"])
         p.add_argument(*names, dest=opt, default=None, metavar="VALUE", help=f"= --set {key}=VALUE")
@@ -129,7 +148,9 @@ def parse_script_args(method: str, argv: Sequence[str]) -> tuple[str, list[str]]
     while i < len(rest):
         tok = rest[i]
         if not tok.startswith("--") or len(tok) == 2:
-            raise ConfigError(f"unexpected argument '{tok}' (config keys go as --key value or --set key=value)")
+            raise ConfigError(
+                f"unexpected argument '{tok}' (config keys go as --key value or --set key=value)"
+            )
         key = tok[2:]
         if "=" in key:
             key, value = key.split("=", 1)
@@ -163,8 +184,12 @@ def make_command(method: str, help_text: str) -> click.Command:
 
     params: list[click.Parameter] = [
         click.Option(["--recipe", "-r"], default=None, help="Recipe name or YAML path (default: default)."),
-        click.Option(["--set", "-s", "sets"], multiple=True, metavar="KEY=VALUE",
-                     help="Config override, e.g. -s train.learning_rate=1e-4 (repeatable)."),
+        click.Option(
+            ["--set", "-s", "sets"],
+            multiple=True,
+            metavar="KEY=VALUE",
+            help="Config override, e.g. -s train.learning_rate=1e-4 (repeatable).",
+        ),
     ]
     for opt, key in shortcuts_for(method).items():
         params.append(click.Option([f"--{opt.replace('_', '-')}", opt], default=None, help=f"Sets {key}."))

@@ -86,7 +86,7 @@ def resolve_init(init: str | None) -> PolicySource | None:
         try:
             import mlflow
 
-            name_ver = init[len("models:/"):]
+            name_ver = init[len("models:/") :]
             client = mlflow.MlflowClient()
             if "@" in name_ver:
                 name, alias = name_ver.split("@", 1)
@@ -94,10 +94,10 @@ def resolve_init(init: str | None) -> PolicySource | None:
             elif "/" in name_ver:
                 name, ver = name_ver.rsplit("/", 1)
                 run_id = client.get_model_version(name, ver).run_id
-        except Exception:  # noqa: BLE001 (lineage is best effort)
+        except Exception:
             run_id = None
     elif looks_like_run_id(init) or init.startswith("runs:/"):
-        run_id = init[len("runs:/"):].split("/", 1)[0] if init.startswith("runs:/") else init
+        run_id = init[len("runs:/") :].split("/", 1)[0] if init.startswith("runs:/") else init
         get_run(run_id, "model.init")
         directory = _download_policy(f"runs:/{run_id}/{schema.MODEL_ARTIFACT}")
     else:
@@ -131,7 +131,7 @@ def resolve_pairs(spec: str | None) -> PairsSource | None:
     if path.is_file():
         return PairsSource(path)
     if looks_like_run_id(spec) or spec.startswith("runs:/"):
-        run_id = spec[len("runs:/"):].split("/", 1)[0] if spec.startswith("runs:/") else spec.strip()
+        run_id = spec[len("runs:/") :].split("/", 1)[0] if spec.startswith("runs:/") else spec.strip()
         get_run(run_id, "data.pairs")
         import mlflow
         from mlflow.exceptions import MlflowException
@@ -139,7 +139,9 @@ def resolve_pairs(spec: str | None) -> PairsSource | None:
         try:
             local = mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path="data/pairs.jsonl")
         except (MlflowException, OSError):
-            raise UserError(f"data.pairs: run {run_id} has no data/pairs.jsonl artifact (is it a pairs run?)") from None
+            raise UserError(
+                f"data.pairs: run {run_id} has no data/pairs.jsonl artifact (is it a pairs run?)"
+            ) from None
         return PairsSource(Path(local), run_id)
     if path.exists():
         raise UserError(f"data.pairs: {spec} is not a file")
@@ -189,10 +191,18 @@ def sample_and_verify(
         seed=cfg["seed"],
     )
     progress = cfg["tracking.progress"]
-    samples, _ = generate(policy, tasks, settings, backend="hf", batch_size=cfg["generate.batch_size"],
-                          progress=progress, policy_name=policy_name)
-    outcomes = verify_samples(tasks, samples, timeout=cfg["verify.timeout"], workers=cfg["verify.workers"],
-                              progress=progress)
+    samples, _ = generate(
+        policy,
+        tasks,
+        settings,
+        backend="hf",
+        batch_size=cfg["generate.batch_size"],
+        progress=progress,
+        policy_name=policy_name,
+    )
+    outcomes = verify_samples(
+        tasks, samples, timeout=cfg["verify.timeout"], workers=cfg["verify.workers"], progress=progress
+    )
     return samples, outcomes
 
 
@@ -224,10 +234,16 @@ def make_pairs(cfg: Any, run: Any, policy: Any, policy_name: str) -> list[Pair]:
     from rlvf.tracking.inputs import log_dataset
 
     tasks = _training_tasks(cfg)
-    _log(f"sampling {cfg['generate.n_samples']} completions for each of {len(tasks)} prompts ({cfg['data.suite']})")
+    _log(
+        f"sampling {cfg['generate.n_samples']} completions for each of {len(tasks)} prompts ({cfg['data.suite']})"
+    )
+    t0 = time.perf_counter()
     samples, outcomes = sample_and_verify(cfg, policy, tasks, policy_name)
+    run.metrics({"data/sample_verify_s": time.perf_counter() - t0})
     pool, stats = build_pairs(
-        tasks, samples, outcomes,
+        tasks,
+        samples,
+        outcomes,
         pairs_per_prompt=cfg["data.pairs_per_prompt"],
         dedupe=cfg["data.dedupe"],
         min_chars=cfg["data.min_chars"],
@@ -235,15 +251,17 @@ def make_pairs(cfg: Any, run: Any, policy: Any, policy_name: str) -> list[Pair]:
         seed=cfg["seed"],
     )
     n_pass = sum(o.passed for o in outcomes)
-    run.metrics({
-        "data/prompts": stats.prompts,
-        "data/samples": stats.samples,
-        "data/sample_pass_rate": n_pass / max(1, len(outcomes)),
-        "data/prompts_paired": stats.prompts_paired,
-        "data/prompts_all_pass": stats.prompts_all_pass,
-        "data/prompts_all_fail": stats.prompts_all_fail,
-        "data/pairs_pool": len(pool),
-    })
+    run.metrics(
+        {
+            "data/prompts": stats.prompts,
+            "data/samples": stats.samples,
+            "data/sample_pass_rate": n_pass / max(1, len(outcomes)),
+            "data/prompts_paired": stats.prompts_paired,
+            "data/prompts_all_pass": stats.prompts_all_pass,
+            "data/prompts_all_fail": stats.prompts_all_fail,
+            "data/pairs_pool": len(pool),
+        }
+    )
     run.log_dict("data/pair_stats.json", stats.to_dict())
     if not pool:
         raise UserError(
@@ -253,12 +271,24 @@ def make_pairs(cfg: Any, run: Any, policy: Any, policy_name: str) -> list[Pair]:
     pairs = nested_subset(pool, cfg["data.n_pairs"], seed=cfg["seed"])
     run.metrics({"data/pairs": len(pairs)})
     digest = log_dataset(
-        run, pairs, name="pairs", artifact_path="data/pairs.jsonl",
-        lineage=_data_lineage(cfg, policy_name, pairs_per_prompt=cfg["data.pairs_per_prompt"],
-                              n_pairs=cfg["data.n_pairs"], pool=len(pool), source_run=run.run_id),
+        run,
+        pairs,
+        name="pairs",
+        artifact_path="data/pairs.jsonl",
+        lineage=_data_lineage(
+            cfg,
+            policy_name,
+            pairs_per_prompt=cfg["data.pairs_per_prompt"],
+            n_pairs=cfg["data.n_pairs"],
+            pool=len(pool),
+            source_run=run.run_id,
+        ),
     )
-    _log(f"{len(pairs)} pairs from {stats.prompts_paired}/{stats.prompts} prompts "
-         f"(sample pass rate {n_pass / max(1, len(outcomes)):.2f}; dataset digest {digest})")
+    _log(
+        f"{len(pairs)} pairs from {stats.prompts_paired}/{stats.prompts} prompts "
+        f"(sample pass rate {n_pass / max(1, len(outcomes)):.2f}; dataset digest {digest}) "
+        f"in {time.perf_counter() - t0:.1f}s"
+    )
     return pairs
 
 
@@ -284,8 +314,8 @@ def _log_suite_evals(run: Any, evals: dict[str, Any], prefix: str = schema.EVAL_
 
 def base_eval(cfg: Any) -> dict[str, Any]:
     """The base policy's SuiteEvals for cfg's eval settings, from the cache when there."""
-    from rlvf.evaluate import evaluate
     from rlvf.evaluate import cache as eval_cache
+    from rlvf.evaluate import evaluate
 
     settings = _eval_settings(cfg)
     ident = eval_cache.base_identity(cfg["model.policy"], cfg["model.revision"])
@@ -295,8 +325,13 @@ def base_eval(cfg: Any) -> dict[str, Any]:
         _log(f"base eval: cached ({key})")
         return cached
     _log("base eval: evaluating the base policy (cached for next time)")
-    evals = evaluate(_spec(cfg, None), settings, policy_name=_policy_label(cfg),
-                     workers=cfg["verify.workers"], progress=cfg["tracking.progress"])
+    evals = evaluate(
+        _spec(cfg, None),
+        settings,
+        policy_name=_policy_label(cfg),
+        workers=cfg["verify.workers"],
+        progress=cfg["tracking.progress"],
+    )
     eval_cache.store(key, evals, ident)
     return evals
 
@@ -336,28 +371,44 @@ def finish_training(cfg: Any, run: Any, trained: Any, result: StageResult) -> No
 
     model_id = None
     if cfg["tracking.log_model"]:
-        model_id = log_policy_model(run, trained.policy_dir, tags={
-            schema.TAG_METHOD: cfg.method, schema.TAG_CONFIG_HASH: cfg.hash,
-        })
+        model_id = log_policy_model(
+            run,
+            trained.policy_dir,
+            tags={
+                schema.TAG_METHOD: cfg.method,
+                schema.TAG_CONFIG_HASH: cfg.hash,
+            },
+        )
     label = f"{cfg.method}:{run.run_id[:8]}"
+    t0 = time.perf_counter()
     with active_model(model_id):
-        evals = evaluate(trained.spec, _eval_settings(cfg), policy_name=label,
-                         workers=cfg["verify.workers"], progress=cfg["tracking.progress"])
+        evals = evaluate(
+            trained.spec,
+            _eval_settings(cfg),
+            policy_name=label,
+            workers=cfg["verify.workers"],
+            progress=cfg["tracking.progress"],
+        )
         result.metrics.update(_log_suite_evals(run, evals))
+        run.metrics({"time/eval_s": time.perf_counter() - t0})
         run.flush()
+    _log(f"evaluated the trained policy in {time.perf_counter() - t0:.1f}s")
     if cfg["eval.base"]:
         from rlvf.tracking.evallog import log_eval_result
 
+        t0 = time.perf_counter()
         for _suite, ev in base_eval(cfg).items():
-            result.metrics.update(log_eval_result(run.run_id, ev.result, prefix=schema.BASE_EVAL_PREFIX,
-                                                  client=run.client))
+            result.metrics.update(
+                log_eval_result(run.run_id, ev.result, prefix=schema.BASE_EVAL_PREFIX, client=run.client)
+            )
+        _log(f"base eval recorded in {time.perf_counter() - t0:.1f}s")
     result.summary.extend(_compare_lines(cfg, result.metrics, cfg.method))
     if model_id and cfg["registry.register"]:
         name = cfg["registry.name"] or registered_model_name(cfg["model.policy"])
         tags = {
             schema.TAG_METHOD: cfg.method,
             schema.TAG_CONFIG_HASH: cfg.hash,
-            schema.TAG_INVARIANTS_HASH: cfg.invariants_hash,
+            schema.TAG_INVARIANTS_HASH: run.invariants_hash,
             schema.TAG_BASE_MODEL: _policy_label(cfg),
             "rlvf.run_id": run.run_id,
         }
@@ -379,7 +430,7 @@ def _cleanup(out: Path, cfg: Any) -> None:
 # --------------------------------------------------------------------------- entry points
 
 
-def run_bootstrap(cfg: Any) -> StageResult:
+def _run_bootstrap(cfg: Any) -> StageResult:
     """Bootstrap (or reuse) the embedded model and record it as a run."""
     from rlvf.models.bootstrap import bootstrap, parse_embedded, read_info
     from rlvf.models.loader import is_embedded
@@ -398,12 +449,14 @@ def run_bootstrap(cfg: Any) -> StageResult:
         every = max(1, int(tr.get("steps", len(curve)) or 1) // max(1, len(curve)))
         for i, v in enumerate(curve):
             run.metric("train/loss", v, step=i * every)
-        run.metrics({
-            "train/steps": tr.get("steps", 0),
-            "train/wall_s": sum((info.get("seconds") or {}).values()),
-            "bootstrap/parameters": info.get("parameters", 0),
-            "bootstrap/documents": (info.get("corpus") or {}).get("documents_kept", 0),
-        })
+        run.metrics(
+            {
+                "train/steps": tr.get("steps", 0),
+                "train/wall_s": sum((info.get("seconds") or {}).values()),
+                "bootstrap/parameters": info.get("parameters", 0),
+                "bootstrap/documents": (info.get("corpus") or {}).get("documents_kept", 0),
+            }
+        )
         run.log_dict("bootstrap.json", info)
         run.tag("rlvf.model_dir", str(path))
         res = StageResult(run.run_id, "bootstrap", cfg.hash)
@@ -412,7 +465,7 @@ def run_bootstrap(cfg: Any) -> StageResult:
     return res
 
 
-def run_pairs(cfg: Any) -> StageResult:
+def _run_pairs(cfg: Any) -> StageResult:
     """Sample from a policy, verify, build pairs; the pairs are the run's dataset artifact."""
     from rlvf.models.loader import load_policy
     from rlvf.tracking.runs import start_run
@@ -420,8 +473,9 @@ def run_pairs(cfg: Any) -> StageResult:
     init = resolve_init(cfg["model.init"])
     t0 = time.perf_counter()
     name = _policy_label(cfg) if init is None else f"init:{init.run_id or init.directory.name}"
-    with start_run(cfg, "pairs", parent_run_id=init.run_id if init else None,
-                   base_revision=_base_revision(cfg)) as run:
+    with start_run(
+        cfg, "pairs", parent_run_id=init.run_id if init else None, base_revision=_base_revision(cfg)
+    ) as run:
         policy = load_policy(_spec(cfg, init))
         pairs = make_pairs(cfg, run, policy, name)
         res = StageResult(run.run_id, "pairs", cfg.hash, n_pairs=len(pairs))
@@ -430,7 +484,7 @@ def run_pairs(cfg: Any) -> StageResult:
     return res
 
 
-def run_dpo(cfg: Any) -> StageResult:
+def _run_dpo(cfg: Any) -> StageResult:
     """DPO on given pairs (data.pairs) or on pairs built now from the base's own samples."""
     from rlvf.datasets.pairs import load_pairs, nested_subset
     from rlvf.models.loader import load_policy
@@ -459,10 +513,18 @@ def run_dpo(cfg: Any) -> StageResult:
         else:
             assert source is not None
             run.metrics({"data/pairs": len(pairs)})
-            log_dataset(run, pairs, name="pairs", artifact_path="data/pairs.jsonl", lineage={
-                "source": str(cfg["data.pairs"]), "source_run": source.run_id, "n_pairs": cfg["data.n_pairs"],
-                "policy": pairs[0].policy or None,
-            })
+            log_dataset(
+                run,
+                pairs,
+                name="pairs",
+                artifact_path="data/pairs.jsonl",
+                lineage={
+                    "source": str(cfg["data.pairs"]),
+                    "source_run": source.run_id,
+                    "n_pairs": cfg["data.n_pairs"],
+                    "policy": pairs[0].policy or None,
+                },
+            )
         res.n_pairs = len(pairs)
         out = output_dir(cfg, run.run_id)
         try:
@@ -476,7 +538,7 @@ def run_dpo(cfg: Any) -> StageResult:
     return res
 
 
-def run_sft(cfg: Any) -> StageResult:
+def _run_sft(cfg: Any) -> StageResult:
     """SFT on the policy's own passed samples, or on a teacher-trace JSONL."""
     from rlvf.datasets.sft import load_traces, sft_from_samples
     from rlvf.models.loader import load_policy
@@ -488,12 +550,15 @@ def run_sft(cfg: Any) -> StageResult:
     init = resolve_init(cfg["model.init"])
     rows = None
     if cfg["data.sft_source"] == "traces":
-        rows = load_traces(cfg["data.traces"], min_chars=cfg["data.min_chars"], max_chars=cfg["data.max_chars"])
+        rows = load_traces(
+            cfg["data.traces"], min_chars=cfg["data.min_chars"], max_chars=cfg["data.max_chars"]
+        )
         if not rows:
             raise UserError(f"data.traces: {cfg['data.traces']} holds no usable rows: nothing to train on")
     t0 = time.perf_counter()
-    with start_run(cfg, "train", parent_run_id=init.run_id if init else None,
-                   base_revision=_base_revision(cfg)) as run:
+    with start_run(
+        cfg, "train", parent_run_id=init.run_id if init else None, base_revision=_base_revision(cfg)
+    ) as run:
         res = StageResult(run.run_id, "sft", cfg.hash)
         name = _policy_label(cfg) if init is None else f"init:{init.run_id or init.directory.name}"
         if rows is None:
@@ -502,13 +567,20 @@ def run_sft(cfg: Any) -> StageResult:
             samples, outcomes = sample_and_verify(cfg, policy, tasks, name)
             del policy
             rows, stats = sft_from_samples(
-                tasks, samples, outcomes, max_per_prompt=cfg["data.max_per_prompt"], dedupe=cfg["data.dedupe"],
-                min_chars=cfg["data.min_chars"], max_chars=cfg["data.max_chars"],
+                tasks,
+                samples,
+                outcomes,
+                max_per_prompt=cfg["data.max_per_prompt"],
+                dedupe=cfg["data.dedupe"],
+                min_chars=cfg["data.min_chars"],
+                max_chars=cfg["data.max_chars"],
             )
             run.metrics({f"data/{k}": v for k, v in stats.items()})
             if not rows:
                 raise UserError(f"sft: none of {stats['samples']} samples passed: no SFT data")
-            lineage = _data_lineage(cfg, name, source_run=run.run_id, max_per_prompt=cfg["data.max_per_prompt"])
+            lineage = _data_lineage(
+                cfg, name, source_run=run.run_id, max_per_prompt=cfg["data.max_per_prompt"]
+            )
         else:
             lineage = {"source": cfg["data.traces"], "kind": "teacher traces"}
         run.metrics({"data/rows": len(rows)})
@@ -525,7 +597,7 @@ def run_sft(cfg: Any) -> StageResult:
     return res
 
 
-def run_eval(cfg: Any) -> StageResult:
+def _run_eval(cfg: Any) -> StageResult:
     """Evaluate a policy (the base, or model.init) on cfg.eval's suites and seeds."""
     from rlvf.evaluate import evaluate
     from rlvf.tracking.runs import start_run
@@ -537,15 +609,25 @@ def run_eval(cfg: Any) -> StageResult:
     else:
         method = init.method or "eval"
         label = f"{method}:{init.run_id[:8]}" if init.run_id else f"init:{init.directory.name}"
-    with start_run(cfg, "eval", method=method, parent_run_id=init.run_id if init else None,
-                   invariants=cfg.invariants(init.invariants if init else None),
-                   base_revision=_base_revision(cfg)) as run:
+    with start_run(
+        cfg,
+        "eval",
+        method=method,
+        parent_run_id=init.run_id if init else None,
+        invariants=cfg.invariants(init.invariants if init else None),
+        base_revision=_base_revision(cfg),
+    ) as run:
         res = StageResult(run.run_id, "eval", cfg.hash)
         if init is None:
             evals = base_eval(cfg)  # the same cache the training runs' base_eval uses
         else:
-            evals = evaluate(_spec(cfg, init), _eval_settings(cfg), policy_name=label,
-                             workers=cfg["verify.workers"], progress=cfg["tracking.progress"])
+            evals = evaluate(
+                _spec(cfg, init),
+                _eval_settings(cfg),
+                policy_name=label,
+                workers=cfg["verify.workers"],
+                progress=cfg["tracking.progress"],
+            )
         res.metrics.update(_log_suite_evals(run, evals))
         for suite in cfg["eval.suites"]:
             p = _pass1(res.metrics, suite, schema.EVAL_PREFIX)
@@ -554,6 +636,24 @@ def run_eval(cfg: Any) -> StageResult:
     res.seconds = time.perf_counter() - t0
     return res
 
+
+def _with_threads(fn):
+    def stage(cfg: Any) -> StageResult:
+        from rlvf.train.common import cpu_threads, quiet
+
+        with cpu_threads(cfg["model.device"]), quiet(cfg["tracking.progress"]):
+            return fn(cfg)
+
+    stage.__name__ = fn.__name__.lstrip("_")
+    stage.__doc__ = fn.__doc__
+    return stage
+
+
+run_bootstrap = _with_threads(_run_bootstrap)
+run_pairs = _with_threads(_run_pairs)
+run_sft = _with_threads(_run_sft)
+run_dpo = _with_threads(_run_dpo)
+run_eval = _with_threads(_run_eval)
 
 STAGES = {
     "bootstrap": run_bootstrap,

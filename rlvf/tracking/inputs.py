@@ -4,6 +4,7 @@ with the digest MLflow computes from the content and the data's lineage as input
 from __future__ import annotations
 
 import json
+import warnings
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -30,10 +31,12 @@ def log_dataset(
     dicts = [r.to_dict() if hasattr(r, "to_dict") else dict(r) for r in rows]
     run.log_jsonl(artifact_path, dicts)
     df = pd.DataFrame(dicts)
-    try:
-        ds = mlflow.data.from_pandas(df, source=run.artifact_uri(artifact_path), name=name)
-    except MlflowException:  # a store whose artifact URIs MLflow cannot resolve as a source
-        ds = mlflow.data.from_pandas(df, name=name)
+    with warnings.catch_warnings():  # schema-inference hints and "source can be read several ways"
+        warnings.simplefilter("ignore")
+        try:
+            ds = mlflow.data.from_pandas(df, source=run.artifact_uri(artifact_path), name=name)
+        except MlflowException:  # a store whose artifact URIs MLflow cannot resolve as a source
+            ds = mlflow.data.from_pandas(df, name=name)
     tags = [InputTag(MLFLOW_DATASET_CONTEXT, context)]
     for k, v in (lineage or {}).items():
         if v is not None:

@@ -30,14 +30,21 @@ def log_policy_model(run: Run, policy_dir: Path, *, tags: Mapping[str, str] | No
     Metrics the run logs from now on attach to this model too."""
     import mlflow
     import mlflow.pyfunc
+    from mlflow.models import infer_signature
 
     import rlvf
 
+    signature = infer_signature(
+        model_input=["def add(a, b):\n"],
+        model_output=["    return a + b\n"],
+        params={"temperature": 0.0, "top_p": 1.0, "max_new_tokens": 256, "seed": 0},
+    )
     info = mlflow.pyfunc.log_model(
         name=schema.MODEL_ARTIFACT,
         python_model=str(PYFUNC_CODE),
         artifacts={"policy": str(policy_dir)},
         pip_requirements=[f"rlvf=={rlvf.__version__}"],
+        signature=signature,
         tags=dict(tags or {}),
     )
     run.model_id = info.model_id

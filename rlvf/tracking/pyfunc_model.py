@@ -35,10 +35,13 @@ class RlvfPolicyModel(PythonModel):
             max_new_tokens=int(p.get("max_new_tokens", 256)),
             seed=int(p.get("seed", 0)),
         )
-        tasks = [Task(task_id=str(i), prompt=str(text), entry_point="", test="", canonical_solution="")
-                 for i, text in enumerate(model_input)]
-        samples, _ = generate((self.model, self.tok), tasks, settings, backend="hf", progress=False,
-                              policy_name=self.spec.name)
+        tasks = [
+            Task(task_id=str(i), prompt=str(text), entry_point="", test="", canonical_solution="")
+            for i, text in enumerate(model_input)
+        ]
+        samples, _ = generate(
+            (self.model, self.tok), tasks, settings, backend="hf", progress=False, policy_name=self.spec.name
+        )
         return [s.completion for s in samples]
 
 

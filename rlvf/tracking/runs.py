@@ -22,6 +22,7 @@ import json
 import os
 import signal
 import subprocess
+import sys
 import threading
 import time
 import traceback
@@ -48,6 +49,9 @@ def _quiet_mlflow() -> None:
     # transformers' MLflowCallback would log every TrainingArguments field as an unprefixed
     # param and can clash with ours; rlvf logs through its own callback (report_to=[]).
     os.environ.setdefault("DISABLE_MLFLOW_INTEGRATION", "TRUE")
+    import logging
+
+    logging.getLogger("mlflow.tracking.fluent").setLevel(logging.WARNING)  # "Active model is set ..."
 
 
 def tracking_uri() -> str:
@@ -77,7 +81,10 @@ def git_commit() -> str:
             commit = out.stdout.strip()
             dirty = subprocess.run(
                 ["git", "status", "--porcelain", "--untracked-files=no"],
-                cwd=where, capture_output=True, text=True, timeout=5,
+                cwd=where,
+                capture_output=True,
+                text=True,
+                timeout=5,
             )
             return commit + ("+dirty" if dirty.stdout.strip() else "")
         except (OSError, subprocess.SubprocessError):
@@ -121,17 +128,27 @@ def _one_line(e: BaseException) -> str:
 
 
 class Run:
-    """The run an entry point writes to: buffered metrics, tags, artifacts."""
+    """The run an entry point writes to: buffered metrics, tags, artifacts.
 
-    def __init__(self, run_id: str, mlflow_client: Any, flush_every_s: float = 10.0):
+    Metrics are buffered and sent with `log_batch` by one background thread (so training
+    does not wait on the store) every `flush_every_s` seconds; `flush()` sends the rest and
+    waits for everything sent so far.
+    """
+
+    def __init__(self, run_id: str, mlflow_client: Any, flush_every_s: float = 2.0):
+        from concurrent.futures import ThreadPoolExecutor
+
         self.run_id = run_id
         self.client = mlflow_client
         self.flush_every_s = flush_every_s
         self._metrics: list[Any] = []
         self._last_flush = time.monotonic()
         self._lock = threading.Lock()
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="rlvf-log")
+        self._pending: list[Any] = []
         self.model_id: str | None = None  # the logged model metrics attach to, once there is one
         self.health: list[str] = []
+        self.invariants_hash = ""
 
     # ---- metrics, buffered
     def metric(self, key: str, value: float, step: int = 0, timestamp_ms: int | None = None) -> None:
@@ -141,19 +158,29 @@ class Run:
         with self._lock:
             self._metrics.append(Metric(key, float(value), ts, int(step), model_id=self.model_id))
         if time.monotonic() - self._last_flush > self.flush_every_s:
-            self.flush()
+            self.flush(wait=False)
 
     def metrics(self, values: Mapping[str, float], step: int = 0) -> None:
         ts = int(time.time() * 1000)
         for k, v in values.items():
             self.metric(k, v, step, ts)
 
-    def flush(self) -> None:
+    def flush(self, wait: bool = True) -> None:
+        """Send the buffered metrics (in the background); with `wait`, block until all sent."""
         with self._lock:
             batch, self._metrics = self._metrics, []
             self._last_flush = time.monotonic()
-        if batch:
-            self.client.log_batch(self.run_id, metrics=batch)
+            if batch:
+                self._pending.append(self._pool.submit(self.client.log_batch, self.run_id, metrics=batch))
+            pending = self._pending if wait else []
+            if wait:
+                self._pending = []
+        for fut in pending:
+            fut.result()
+
+    def close(self) -> None:
+        self.flush()
+        self._pool.shutdown(wait=True)
 
     # ---- tags and params
     def tags(self, values: Mapping[str, Any]) -> None:
@@ -161,7 +188,7 @@ class Run:
 
         tags = [RunTag(k, _tag_value(v)) for k, v in values.items() if v is not None]
         if tags:
-            self.client.log_batch(self.run_id, tags=tags)
+            self._write(tags=tags)
 
     def tag(self, key: str, value: Any) -> None:
         self.tags({key: value})
@@ -171,7 +198,12 @@ class Run:
 
         params = [Param(k, param_value(v)) for k, v in values.items()]
         if params:
-            self.client.log_batch(self.run_id, params=params)
+            self._write(params=params)
+
+    def _write(self, **batch: Any) -> None:
+        """A synchronous log_batch through the logging thread, so the store sees one writer."""
+        self.flush(wait=False)
+        self._pool.submit(self.client.log_batch, self.run_id, **batch).result()
 
     def add_health(self, flag: str) -> None:
         if flag not in self.health:
@@ -225,6 +257,8 @@ def run_tags(
     from rlvf.config.loader import short_hash
 
     inv = dict(invariants) if invariants is not None else cfg.invariants()
+    if base_revision and inv.get("base_revision") is None and "base_model" in inv:
+        inv["base_revision"] = base_revision  # e.g. the embedded model's bootstrap key
     tags = {
         schema.TAG_METHOD: method or cfg.method,
         schema.TAG_KIND: kind,
@@ -258,7 +292,7 @@ def _sigterm_as_killed() -> Iterator[None]:
         yield
         return
 
-    def handler(signum, frame):  # noqa: ARG001
+    def handler(signum, frame):
         raise RunKilled("terminated (SIGTERM)")
 
     try:
@@ -308,16 +342,27 @@ def start_run(
     except MlflowException as e:
         raise UserError(f"could not start an MLflow run in {tracking_uri()}: {_one_line(e)}") from None
     run = Run(active.info.run_id, client())
+    print(
+        f"[rlvf] {cfg.method} run {run.run_id} (recipe {getattr(cfg, 'recipe', '?')}, config_hash {cfg.hash}) "
+        f"in {tracking_uri()}",
+        file=sys.stderr,
+        flush=True,
+    )
     status = "FINISHED"
     try:
         with _sigterm_as_killed():
             run.params(config_params(cfg))
             tags = run_tags(
-                cfg, kind, method=method, parent_run_id=parent_run_id,
-                invariants=invariants, base_revision=base_revision,
+                cfg,
+                kind,
+                method=method,
+                parent_run_id=parent_run_id,
+                invariants=invariants,
+                base_revision=base_revision,
             )
             tags.update(extra_tags or {})
             run.tags(tags)
+            run.invariants_hash = tags[schema.TAG_INVARIANTS_HASH]
             run.log_text(schema.CONFIG_ARTIFACT, cfg.to_yaml())
             yield run
             run.flush()
@@ -332,7 +377,7 @@ def start_run(
         raise
     finally:
         with contextlib.suppress(Exception):
-            run.flush()
+            run.close()
         with contextlib.suppress(Exception):
             if mlflow.active_run() is not None and mlflow.active_run().info.run_id == run.run_id:
                 mlflow.end_run(status)

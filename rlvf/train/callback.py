@@ -25,8 +25,15 @@ RENAME = {
     "learning_rate": "train/learning_rate",
     "grad_norm": "train/grad_norm",
 }
-SKIP = {"epoch", "total_flos", "train_runtime", "train_samples_per_second", "train_steps_per_second",
-        "train_loss", "step"}
+SKIP = {
+    "epoch",
+    "total_flos",
+    "train_runtime",
+    "train_samples_per_second",
+    "train_steps_per_second",
+    "train_loss",
+    "step",
+}
 
 
 def peak_mem_mb() -> float:
@@ -36,7 +43,7 @@ def peak_mem_mb() -> float:
 
         if torch.cuda.is_available() and torch.cuda.max_memory_allocated() > 0:
             return torch.cuda.max_memory_allocated() / 2**20
-    except Exception:  # noqa: BLE001
+    except Exception:
         pass
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # KiB on Linux
 
@@ -80,7 +87,9 @@ class TrackingCallback(TrainerCallback):
         self.steps = state.global_step
         if self.run is None:
             return
-        self.run.metrics({"train/steps": self.steps, "train/wall_s": self.wall_s, "train/peak_mem_mb": peak_mem_mb()})
+        self.run.metrics(
+            {"train/steps": self.steps, "train/wall_s": self.wall_s, "train/peak_mem_mb": peak_mem_mb()}
+        )
         for flag in health_flags(self.history):
             self.run.add_health(flag)
         self.run.flush()

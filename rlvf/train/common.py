@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import tempfile
@@ -78,8 +79,12 @@ def lora_spec(cfg: Any):
 
     if cfg["model.finetune"] != "lora":
         return None
-    return LoraSpec(r=cfg["lora.r"], alpha=cfg["lora.alpha"], dropout=cfg["lora.dropout"],
-                    targets=tuple(cfg["lora.targets"]))
+    return LoraSpec(
+        r=cfg["lora.r"],
+        alpha=cfg["lora.alpha"],
+        dropout=cfg["lora.dropout"],
+        targets=tuple(cfg["lora.targets"]),
+    )
 
 
 def output_dir(cfg: Any, run_id: str | None) -> Path:
@@ -152,10 +157,64 @@ def save_policy(trainer: Any, tok: Any, out: Path, cfg: Any, init_spec: Any) -> 
     return PolicySpec(base=str(out), **kw)
 
 
-def set_threads() -> None:
-    """Respect OMP_NUM_THREADS / RLVF_THREADS if given (torch otherwise uses every core)."""
-    n = os.environ.get("RLVF_THREADS")
-    if n:
-        import torch
+@contextlib.contextmanager
+def cpu_threads(device: str = "auto"):
+    """torch's CPU threads for a stage: RLVF_THREADS if set, else 1 on CPU.
 
-        torch.set_num_threads(int(n))
+    rlvf's embedded models are tiny: their ops are too small to split across threads, and
+    with other processes on the machine two threads made them ~30x slower here (each op
+    waits for a descheduled thread). On CUDA the setting is left alone.
+    """
+    import torch
+
+    want = os.environ.get("RLVF_THREADS", "").strip()
+    if not want and (device.startswith("cuda") or (device == "auto" and torch.cuda.is_available())):
+        yield
+        return
+    n = int(want) if want else 1
+    old = torch.get_num_threads()
+    torch.set_num_threads(max(1, n))
+    try:
+        yield
+    finally:
+        torch.set_num_threads(old)
+
+
+@contextlib.contextmanager
+def quiet(progress: bool):
+    """Without progress: no datasets / transformers progress bars (restored afterwards)."""
+    if progress:
+        yield
+        return
+    import warnings
+
+    import datasets
+    from transformers.utils import logging as hf_logging
+
+    ds_was = datasets.utils.logging.is_progress_bar_enabled()
+    hf_was = hf_logging.is_progress_bar_enabled()
+    tqdm_was = os.environ.get("TQDM_DISABLE")
+    datasets.disable_progress_bars()
+    hf_logging.disable_progress_bar()
+    os.environ["TQDM_DISABLE"] = "1"  # TRL's reference log-prob pass reads this
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", category=FutureWarning, module="transformers")
+            yield
+    finally:
+        if tqdm_was is None:
+            os.environ.pop("TQDM_DISABLE", None)
+        else:
+            os.environ["TQDM_DISABLE"] = tqdm_was
+        if ds_was:
+            datasets.enable_progress_bars()
+        if hf_was:
+            hf_logging.enable_progress_bar()
+
+
+def drop_printer(trainer: Any, progress: bool) -> None:
+    """rlvf logs metrics itself; transformers' PrinterCallback would print every log dict."""
+    from transformers.trainer_callback import PrinterCallback
+
+    if not progress:
+        trainer.remove_callback(PrinterCallback)

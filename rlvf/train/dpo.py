@@ -15,7 +15,16 @@ from typing import Any
 from rlvf.errors import UserError
 from rlvf.records import Pair
 from rlvf.train.callback import TrackingCallback
-from rlvf.train.common import TrainResult, base_spec, device_of, lora_spec, save_policy, trainer_args
+from rlvf.train.common import (
+    TrainResult,
+    base_spec,
+    device_of,
+    drop_printer,
+    lora_spec,
+    quiet,
+    save_policy,
+    trainer_args,
+)
 
 
 def pairs_dataset(pairs: Sequence[Pair]):
@@ -23,14 +32,16 @@ def pairs_dataset(pairs: Sequence[Pair]):
 
     if not pairs:
         raise UserError("dpo: the pairs dataset is empty (0 pairs): nothing to train on")
-    return Dataset.from_dict({
-        "prompt": [p.prompt for p in pairs],
-        "chosen": [p.chosen for p in pairs],
-        "rejected": [p.rejected for p in pairs],
-    })
+    return Dataset.from_dict(
+        {
+            "prompt": [p.prompt for p in pairs],
+            "chosen": [p.chosen for p in pairs],
+            "rejected": [p.rejected for p in pairs],
+        }
+    )
 
 
-def train_dpo(
+def _train_dpo(
     cfg: Any,
     pairs: Sequence[Pair],
     out: Path,
@@ -66,6 +77,7 @@ def train_dpo(
         peft_config=peft_config(lora) if spec.adapter is None else None,
         callbacks=[callback, *extra_callbacks],
     )
+    drop_printer(trainer, cfg["tracking.progress"])
     trainer.train()
     policy = save_policy(trainer, tok, out / "policy", cfg, spec)
     tok.padding_side = "left"
@@ -77,3 +89,9 @@ def train_dpo(
         n_examples=len(dataset),
         history=callback.history,
     )
+
+
+def train_dpo(cfg: Any, *args: Any, **kwargs: Any) -> TrainResult:
+    """See `_train_dpo`; progress bars follow cfg.tracking.progress."""
+    with quiet(cfg["tracking.progress"]):
+        return _train_dpo(cfg, *args, **kwargs)

@@ -9,7 +9,16 @@ from typing import Any
 
 from rlvf.errors import UserError
 from rlvf.train.callback import TrackingCallback
-from rlvf.train.common import TrainResult, base_spec, device_of, lora_spec, save_policy, trainer_args
+from rlvf.train.common import (
+    TrainResult,
+    base_spec,
+    device_of,
+    drop_printer,
+    lora_spec,
+    quiet,
+    save_policy,
+    trainer_args,
+)
 
 
 def sft_dataset(rows: Sequence[Mapping[str, Any]]):
@@ -17,10 +26,12 @@ def sft_dataset(rows: Sequence[Mapping[str, Any]]):
 
     if not rows:
         raise UserError("sft: the training set is empty (0 rows): nothing to train on")
-    return Dataset.from_dict({"prompt": [r["prompt"] for r in rows], "completion": [r["completion"] for r in rows]})
+    return Dataset.from_dict(
+        {"prompt": [r["prompt"] for r in rows], "completion": [r["completion"] for r in rows]}
+    )
 
 
-def train_sft(
+def _train_sft(
     cfg: Any,
     rows: Sequence[Mapping[str, Any]],
     out: Path,
@@ -52,6 +63,7 @@ def train_sft(
         peft_config=peft_config(lora_spec(cfg)) if spec.adapter is None else None,
         callbacks=[callback, *extra_callbacks],
     )
+    drop_printer(trainer, cfg["tracking.progress"])
     trainer.train()
     policy = save_policy(trainer, tok, out / "policy", cfg, spec)
     tok.padding_side = "left"
@@ -63,3 +75,9 @@ def train_sft(
         n_examples=len(dataset),
         history=callback.history,
     )
+
+
+def train_sft(cfg: Any, *args: Any, **kwargs: Any) -> TrainResult:
+    """See `_train_sft`; progress bars follow cfg.tracking.progress."""
+    with quiet(cfg["tracking.progress"]):
+        return _train_sft(cfg, *args, **kwargs)
