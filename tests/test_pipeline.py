@@ -194,67 +194,46 @@ def test_same_config_hash_same_metrics(client, dpo_run, store):
     assert list((store / "evalcache").iterdir())
 
 
-def test_pairs_run_then_dpo_by_run_id(client, store):
-    from rlvf.pipeline import run_dpo, run_pairs
+@pytest.fixture(scope="module")
+def sft_run(store):
+    """SFT on teacher traces of the 12 training prompts the small recipe samples on, long enough
+    that the policy then passes some of its own samples there (the bootstrap alone may not)."""
+    from rlvf.evaluate import load_tasks
+    from rlvf.pipeline import run_sft
 
-    pres = run_pairs(load_config("pairs", "small"))
-    pr = client.get_run(pres.run_id)
-    assert pr.info.status == "FINISHED" and pr.data.tags[schema.TAG_KIND] == "pairs"
-    assert "data/pairs.jsonl" in _artifacts(client, pres.run_id, "data")
-    (inp,) = pr.inputs.dataset_inputs
-    lineage = {x.key: x.value for x in inp.tags}
-    assert lineage["rlvf.policy"] == "embedded:small" and lineage["rlvf.suite"] == "procedural:train"
-    assert lineage["rlvf.seed"] == "42" and "timeout" in lineage["rlvf.verifier"]
-    n = int(pr.data.metrics["data/pairs"])
-    assert n == pres.n_pairs > 0
-    pairs = [
-        Pair.from_dict(json.loads(x))
-        for x in Path(client.download_artifacts(pres.run_id, "data/pairs.jsonl")).read_text().splitlines()
-    ]
-    for p in pairs:  # pipeline parity: one policy, one prompt, chosen passed, rejected failed
-        assert p.policy == "embedded:small" and p.chosen != p.rejected and p.rejected_category != "passed"
-
-    k = max(1, n // 2)
-    dres = run_dpo(
-        load_config(
-            "dpo", "small", [f"data.pairs={pres.run_id}", f"data.n_pairs={k}", "registry.register=false"]
-        )
-    )
-    dr = client.get_run(dres.run_id)
-    assert dr.data.tags[schema.TAG_PARENT_RUN] == pres.run_id
-    assert json.loads(dr.data.tags[schema.TAG_SCAN_PARAM]) == {"n_pairs": k}
-    assert dr.data.metrics["data/pairs"] == k
-    assert dres.registered is None and "rlvf.registered_version" not in dr.data.tags
-
-
-def test_sft_on_traces_then_eval_its_model(client, store):
-    from rlvf.pipeline import run_eval, run_sft
-    from rlvf.tasks import load_suite
-
+    cfg0 = load_config("pairs", "small")
+    tasks = load_tasks(cfg0["data.suite"], cfg0["data.per_cell"], cfg0["data.limit"])
     traces = store / "traces.jsonl"
     write_jsonl(
         traces,
+        [{"prompt": t.prompt, "completion": t.canonical_solution, "task_id": t.task_id} for t in tasks],
+    )
+    cfg = load_config(
+        "sft",
+        "small",
         [
-            {"prompt": t.prompt, "completion": t.canonical_solution, "task_id": t.task_id}
-            for t in load_suite("procedural:train")[:12]
+            "data.sft_source=traces",
+            f"data.traces={traces}",
+            "train.max_steps=120",
+            "train.learning_rate=3e-3",
+            "train.lr_scheduler=constant",
+            "eval.base=false",
+            "registry.alias=sft-candidate",
         ],
     )
-    sres = run_sft(
-        load_config(
-            "sft",
-            "small",
-            [
-                "data.sft_source=traces",
-                f"data.traces={traces}",
-                "eval.base=false",
-                "registry.alias=sft-candidate",
-            ],
-        )
-    )
+    return cfg, run_sft(cfg)
+
+
+def test_sft_on_traces_then_eval_its_model(client, sft_run):
+    from rlvf.pipeline import run_eval
+
+    _, sres = sft_run
     sr = client.get_run(sres.run_id)
     assert sr.info.status == "FINISHED" and sr.data.tags[schema.TAG_METHOD] == "sft"
     assert "data/sft.jsonl" in _artifacts(client, sres.run_id, "data")
-    assert sr.data.metrics["data/rows"] == 12
+    assert sr.data.metrics["data/rows"] == 12 and sr.data.metrics["train/steps"] == 120
+    (inp,) = sr.inputs.dataset_inputs
+    assert inp.dataset.name == "sft"
     assert client.get_model_version_by_alias("rlvf-embedded-small", "sft-candidate").run_id == sres.run_id
 
     eres = run_eval(load_config("eval", "small", [f"model.init={sres.run_id}"]))
@@ -262,6 +241,7 @@ def test_sft_on_traces_then_eval_its_model(client, store):
     assert er.data.tags[schema.TAG_KIND] == "eval" and er.data.tags[schema.TAG_METHOD] == "sft"
     assert er.data.tags[schema.TAG_PARENT_RUN] == sres.run_id
     assert json.loads(er.data.tags[schema.TAG_INVARIANTS])["finetune"] == "full"
+    assert er.data.tags[schema.TAG_INVARIANTS_HASH] == sr.data.tags[schema.TAG_INVARIANTS_HASH]
     # evaluating the same weights with the same settings gives the numbers the sft run logged
     assert er.data.metrics["eval/procedural/pass_at_1"] == sr.data.metrics["eval/procedural/pass_at_1"]
 
@@ -271,6 +251,47 @@ def test_sft_on_traces_then_eval_its_model(client, store):
     assert {"eval/procedural/samples.jsonl", "eval/procedural/outcomes.jsonl"} <= set(
         _artifacts(client, base.run_id)
     )
+
+
+def test_pairs_from_a_policy_then_dpo_by_run_id(client, sft_run):
+    """pairs samples the SFT'd policy on its training prompts; DPO trains that policy on them."""
+    from rlvf.pipeline import run_dpo, run_pairs
+
+    _, sres = sft_run
+    pres = run_pairs(load_config("pairs", "small", [f"model.init={sres.run_id}"]))
+    pr = client.get_run(pres.run_id)
+    assert pr.info.status == "FINISHED" and pr.data.tags[schema.TAG_KIND] == "pairs"
+    assert pr.data.tags[schema.TAG_PARENT_RUN] == sres.run_id
+    assert "data/pairs.jsonl" in _artifacts(client, pres.run_id, "data")
+    (inp,) = pr.inputs.dataset_inputs
+    lineage = {x.key: x.value for x in inp.tags}
+    assert lineage["rlvf.policy"] == f"init:{sres.run_id}" and lineage["rlvf.suite"] == "procedural:train"
+    assert lineage["rlvf.seed"] == "42" and "timeout" in lineage["rlvf.verifier"]
+    n = int(pr.data.metrics["data/pairs"])
+    assert n == pres.n_pairs > 0
+    rows = Path(client.download_artifacts(pres.run_id, "data/pairs.jsonl")).read_text().splitlines()
+    for p in (Pair.from_dict(json.loads(x)) for x in rows):  # pipeline parity
+        assert p.policy == f"init:{sres.run_id}" and p.chosen != p.rejected and p.rejected_category != "pass"
+
+    k = max(1, n // 2)
+    dres = run_dpo(
+        load_config(
+            "dpo",
+            "small",
+            [
+                f"data.pairs={pres.run_id}",
+                f"model.init={sres.run_id}",
+                f"data.n_pairs={k}",
+                "registry.register=false",
+            ],
+        )
+    )
+    dr = client.get_run(dres.run_id)
+    assert dr.info.status == "FINISHED"
+    assert dr.data.tags[schema.TAG_PARENT_RUN] == pres.run_id
+    assert json.loads(dr.data.tags[schema.TAG_SCAN_PARAM]) == {"n_pairs": k}
+    assert dr.data.metrics["data/pairs"] == k
+    assert dres.registered is None and "rlvf.registered_version" not in dr.data.tags
 
 
 def test_zero_pairs_fails_the_run_and_registers_nothing(client, store):

@@ -1,9 +1,11 @@
-"""The base policy's evaluation, cached by the base's identity + the eval settings, so every
-SFT / DPO run can record `base_eval/...` without re-evaluating the same base each time.
+"""What rlvf computes from a *base* policy, cached by the base's identity + the settings:
+its evaluation (so every SFT / DPO run can record `base_eval/...` without re-evaluating the
+same base) and its verified samples for training data (so DPO runs that differ only in
+training knobs do not re-sample). Trained policies are never cached.
 
 Cache entries live under `$RLVF_HOME/cache/eval/<key>/` (RLVF_HOME defaults to
 ~/.cache/rlvf, the embedded model's home; RLVF_EVAL_CACHE moves just this cache); set
-RLVF_NO_EVAL_CACHE=1 to bypass it.
+RLVF_NO_CACHE=1 to bypass it.
 """
 
 from __future__ import annotations
@@ -30,7 +32,11 @@ def cache_root() -> Path:
 
 
 def enabled() -> bool:
-    return os.environ.get("RLVF_NO_EVAL_CACHE", "").strip().lower() not in ("1", "true", "yes")
+    """False when RLVF_NO_CACHE or RLVF_NO_EVAL_CACHE is set to 1/true/yes."""
+    off = ("1", "true", "yes")
+    return not any(
+        os.environ.get(v, "").strip().lower() in off for v in ("RLVF_NO_CACHE", "RLVF_NO_EVAL_CACHE")
+    )
 
 
 def base_identity(policy: str, revision: str | None) -> dict[str, Any]:
@@ -102,6 +108,39 @@ def store(key: str, results: dict[str, Any], identity: dict[str, Any]) -> None:
             write_jsonl(tmp / f"{i}.outcomes.jsonl", ev.outcomes)
     (tmp / "identity.json").write_text(json.dumps(identity, sort_keys=True, indent=1))
     final = root / key
+    shutil.rmtree(final, ignore_errors=True)
+    try:
+        tmp.rename(final)
+    except OSError:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def load_samples(key: str) -> tuple[list[Any], list[Any]] | None:
+    """Cached (samples, outcomes) of the base policy for training data, or None."""
+    from rlvf.records import Outcome, Sample, read_jsonl
+
+    if not enabled():
+        return None
+    d = cache_root() / f"samples-{key}"
+    try:
+        samples = [Sample.from_dict(o) for _, o in read_jsonl(d / "samples.jsonl")]
+        outcomes = [Outcome.from_dict(o) for _, o in read_jsonl(d / "outcomes.jsonl")]
+    except (OSError, ValueError, TypeError, KeyError):
+        return None
+    return (samples, outcomes) if len(samples) == len(outcomes) else None
+
+
+def store_samples(key: str, samples: list[Any], outcomes: list[Any], identity: dict[str, Any]) -> None:
+    if not enabled():
+        return
+    root = cache_root()
+    tmp = root / f"samples-{key}.partial.{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    write_jsonl(tmp / "samples.jsonl", samples)
+    write_jsonl(tmp / "outcomes.jsonl", outcomes)
+    (tmp / "identity.json").write_text(json.dumps(identity, sort_keys=True, indent=1))
+    final = root / f"samples-{key}"
     shutil.rmtree(final, ignore_errors=True)
     try:
         tmp.rename(final)

@@ -227,8 +227,39 @@ def _data_lineage(cfg: Any, policy_name: str, **extra: Any) -> dict[str, Any]:
     }
 
 
+def _samples_cache_key(cfg: Any) -> tuple[str, dict[str, Any]]:
+    from rlvf.evaluate import cache
+
+    ident = cache.base_identity(cfg["model.policy"], cfg["model.revision"])
+    gen = ("n_samples", "temperature", "top_p", "max_new_tokens", "batch_size")
+    settings = {
+        "kind": "training samples",
+        "generate": {k: cfg[f"generate.{k}"] for k in gen},
+        "data": {k: cfg[f"data.{k}"] for k in ("suite", "per_cell", "limit")},
+        "timeout": cfg["verify.timeout"],
+        "seed": cfg["seed"],
+    }
+    return cache.cache_key(ident, settings), ident
+
+
+def base_samples(cfg: Any, tasks: Sequence[Task], policy_name: str) -> tuple[list[Sample], list[Outcome]]:
+    """The base policy's verified samples on the training prompts, from the cache when there."""
+    from rlvf.evaluate import cache
+    from rlvf.models.loader import load_policy
+
+    key, ident = _samples_cache_key(cfg)
+    hit = cache.load_samples(key)
+    if hit is not None:
+        _log(f"training samples: cached ({key})")
+        return hit
+    samples, outcomes = sample_and_verify(cfg, load_policy(_spec(cfg, None)), tasks, policy_name)
+    cache.store_samples(key, samples, outcomes, ident)
+    return samples, outcomes
+
+
 def make_pairs(cfg: Any, run: Any, policy: Any, policy_name: str) -> list[Pair]:
     """Sample, verify and pair on cfg.data.suite; logs the data metrics and the dataset input.
+    `policy` None means the base policy (its verified samples are cached).
     Zero pairs is a UserError (after the stats are logged, so the run says why)."""
     from rlvf.datasets.pairs import build_pairs, nested_subset
     from rlvf.tracking.inputs import log_dataset
@@ -238,7 +269,10 @@ def make_pairs(cfg: Any, run: Any, policy: Any, policy_name: str) -> list[Pair]:
         f"sampling {cfg['generate.n_samples']} completions for each of {len(tasks)} prompts ({cfg['data.suite']})"
     )
     t0 = time.perf_counter()
-    samples, outcomes = sample_and_verify(cfg, policy, tasks, policy_name)
+    if policy is None:
+        samples, outcomes = base_samples(cfg, tasks, policy_name)
+    else:
+        samples, outcomes = sample_and_verify(cfg, policy, tasks, policy_name)
     run.metrics({"data/sample_verify_s": time.perf_counter() - t0})
     pool, stats = build_pairs(
         tasks,
@@ -476,7 +510,7 @@ def _run_pairs(cfg: Any) -> StageResult:
     with start_run(
         cfg, "pairs", parent_run_id=init.run_id if init else None, base_revision=_base_revision(cfg)
     ) as run:
-        policy = load_policy(_spec(cfg, init))
+        policy = load_policy(_spec(cfg, init)) if init else None
         pairs = make_pairs(cfg, run, policy, name)
         res = StageResult(run.run_id, "pairs", cfg.hash, n_pairs=len(pairs))
     res.seconds = time.perf_counter() - t0
@@ -506,7 +540,7 @@ def _run_dpo(cfg: Any) -> StageResult:
     with start_run(cfg, "train", parent_run_id=parent, base_revision=_base_revision(cfg)) as run:
         res = StageResult(run.run_id, "dpo", cfg.hash)
         if pairs is None:
-            policy = load_policy(_spec(cfg, init))
+            policy = load_policy(_spec(cfg, init)) if init else None
             name = _policy_label(cfg) if init is None else f"init:{init.run_id or init.directory.name}"
             pairs = make_pairs(cfg, run, policy, name)
             del policy
@@ -563,9 +597,10 @@ def _run_sft(cfg: Any) -> StageResult:
         name = _policy_label(cfg) if init is None else f"init:{init.run_id or init.directory.name}"
         if rows is None:
             tasks = _training_tasks(cfg)
-            policy = load_policy(_spec(cfg, init))
-            samples, outcomes = sample_and_verify(cfg, policy, tasks, name)
-            del policy
+            if init is None:
+                samples, outcomes = base_samples(cfg, tasks, name)
+            else:
+                samples, outcomes = sample_and_verify(cfg, load_policy(_spec(cfg, init)), tasks, name)
             rows, stats = sft_from_samples(
                 tasks,
                 samples,
