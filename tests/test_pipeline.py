@@ -309,3 +309,16 @@ def test_zero_pairs_fails_the_run_and_registers_nothing(client, store):
     )
     assert r.info.status == "FAILED" and "0 pairs" in r.data.tags["rlvf.error"]
     assert _versions(client) == before
+
+
+def test_bootstrap_run(client, store):
+    """The bootstrap entry point records the embedded model (reused here: the fixture built it)."""
+    from rlvf.pipeline import run_bootstrap
+
+    res = run_bootstrap(load_config("bootstrap", "small"))
+    r = client.get_run(res.run_id)
+    assert r.info.status == "FINISHED"
+    assert r.data.tags[schema.TAG_KIND] == "bootstrap" and r.data.tags[schema.TAG_BASE_MODEL] == "embedded:small"
+    assert r.data.metrics["bootstrap/parameters"] > 0 and r.data.metrics["train/steps"] > 0
+    info = json.loads(Path(client.download_artifacts(res.run_id, "bootstrap.json")).read_text())
+    assert r.data.tags[schema.TAG_BASE_REVISION] == f"bootstrap-{info['key']}"

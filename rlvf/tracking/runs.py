@@ -286,24 +286,41 @@ def base_model_tag(policy: str) -> str:
     return "embedded:default" if policy == "embedded" else policy
 
 
-@contextlib.contextmanager
-def _sigterm_as_killed() -> Iterator[None]:
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
+class _Signals:
+    """SIGTERM raises RunKilled (so a terminated run ends KILLED, like Ctrl-C); once `shield()`
+    is called, SIGINT and SIGTERM are ignored so recording the end of the run cannot itself be
+    cut short (`mlflow run` answers Ctrl-C by sending the entry point a SIGTERM right away).
+    Main thread only; elsewhere it does nothing."""
 
-    def handler(signum, frame):
-        raise RunKilled("terminated (SIGTERM)")
+    def __init__(self) -> None:
+        self.active = threading.current_thread() is threading.main_thread()
+        self.shielded = False
+        self.old: dict[int, Any] = {}
 
-    try:
-        old = signal.signal(signal.SIGTERM, handler)
-    except (ValueError, OSError):
-        yield
-        return
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, old)
+    def _term(self, signum, frame):
+        if not self.shielded:
+            raise RunKilled("terminated (SIGTERM)")
+
+    def __enter__(self) -> _Signals:
+        if self.active:
+            try:
+                self.old = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT)}
+                signal.signal(signal.SIGTERM, self._term)
+            except (ValueError, OSError):
+                self.active = False
+        return self
+
+    def shield(self) -> None:
+        self.shielded = True
+        if self.active:
+            with contextlib.suppress(ValueError, OSError):
+                signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+    def __exit__(self, *exc: Any) -> None:
+        if self.active:
+            for s, h in self.old.items():
+                with contextlib.suppress(ValueError, OSError, TypeError):
+                    signal.signal(s, h)
 
 
 @contextlib.contextmanager
@@ -349,8 +366,8 @@ def start_run(
         flush=True,
     )
     status = "FINISHED"
-    try:
-        with _sigterm_as_killed():
+    with _Signals() as signals:
+        try:
             run.params(config_params(cfg))
             tags = run_tags(
                 cfg,
@@ -365,24 +382,29 @@ def start_run(
             run.invariants_hash = tags[schema.TAG_INVARIANTS_HASH]
             run.log_text(schema.CONFIG_ARTIFACT, cfg.to_yaml())
             yield run
+            signals.shield()
             run.flush()
-    except (KeyboardInterrupt, RunKilled) as e:
-        status = "KILLED"
-        _record_error(run, "interrupted" if isinstance(e, KeyboardInterrupt) else str(e), None)
-        raise
-    except BaseException as e:
-        status = "FAILED"
-        expected = isinstance(e, (UserError, RecordError))
-        _record_error(run, _one_line(e), None if expected else traceback.format_exc())
-        raise
-    finally:
-        with contextlib.suppress(Exception):
-            run.close()
-        with contextlib.suppress(Exception):
-            if mlflow.active_run() is not None and mlflow.active_run().info.run_id == run.run_id:
-                mlflow.end_run(status)
+        except BaseException as e:
+            signals.shield()
+            if isinstance(e, (KeyboardInterrupt, RunKilled)):
+                status = "KILLED"
+                _record_error(run, "interrupted" if isinstance(e, KeyboardInterrupt) else str(e), None)
             else:
-                client().set_terminated(run.run_id, status)
+                status = "FAILED"
+                expected = isinstance(e, (UserError, RecordError))
+                _record_error(run, _one_line(e), None if expected else traceback.format_exc())
+            raise
+        finally:
+            signals.shield()
+            with contextlib.suppress(Exception):
+                run.close()
+            with contextlib.suppress(Exception):
+                if mlflow.active_run() is not None and mlflow.active_run().info.run_id == run.run_id:
+                    mlflow.end_run(status)
+                else:
+                    client().set_terminated(run.run_id, status)
+            with contextlib.suppress(Exception):
+                mlflow.clear_active_model()
 
 
 def _record_error(run: Run, message: str, trace: str | None) -> None:
