@@ -167,7 +167,12 @@ SCHEMA: dict[str, Any] = {
             "sampling seeds; pass@1 is reported as mean and std over them",
             invariant="eval_seeds",
         ),
-        "n_samples": F("int", "samples per task per seed", minimum=1, invariant="eval_n_samples"),
+        "n_samples": F(
+            "int",
+            "samples per task per seed (pass@k is reported for k = 1, 5, 10, ... up to it)",
+            minimum=1,
+            invariant="eval_n_samples",
+        ),
         "per_cell": F(
             "int", "procedural tasks per (type, difficulty) cell", minimum=1, invariant="eval_per_cell"
         ),
@@ -183,7 +188,6 @@ SCHEMA: dict[str, Any] = {
         ),
         "top_p": F("float", "nucleus sampling", minimum=0.0, maximum=1.0, invariant="eval_top_p"),
         "max_new_tokens": F("int", "longest completion", minimum=1, invariant="eval_max_new_tokens"),
-        "k": F("list[int]", "pass@k values reported besides pass@1"),
         "base": F(
             "bool",
             "also record the base policy's eval for the same settings (cached)",
