@@ -271,3 +271,66 @@ def test_cli_verify_bad_input_is_one_clear_line(tmp_path: Path, content: bytes, 
     assert message in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1
     assert not (tmp_path / "samples_outcomes.jsonl").exists()
+
+
+def test_candidate_exceptions_are_their_builtin_types() -> None:
+    problem = {
+        "task_id": "t/raises",
+        "prompt": "def root(x):\n",
+        "entry_point": "root",
+        "test": textwrap.dedent(
+            """
+            def check(candidate):
+                assert candidate(4) == 2
+                try:
+                    candidate(-1)
+                except ValueError:
+                    pass
+                else:
+                    raise AssertionError("expected ValueError")
+            """
+        ),
+    }
+    ok = "    if x < 0:\n        raise ValueError('negative')\n    return int(x ** 0.5)\n"
+    assert check_completion(problem, ok).passed
+    wrong = "    if x < 0:\n        raise KeyError('negative')\n    return int(x ** 0.5)\n"
+    out = check_completion(problem, wrong)
+    assert not out.passed and out.tests_passed == 1
+
+
+def test_huge_integers_cross_both_ways() -> None:
+    problem = {
+        "task_id": "t/big",
+        "prompt": "def double(n):\n",
+        "entry_point": "double",
+        "test": "def check(candidate):\n    assert candidate(7 ** 9000) == 2 * 7 ** 9000\n",
+    }
+    assert check_completion(problem, "    return 2 * n\n").passed
+
+
+def test_a_child_that_stops_reading_cannot_hang_the_judge() -> None:
+    """The child forges 'ready' and answers, then never reads again: sending the test's big
+    argument must give up at the deadline instead of blocking forever."""
+    problem = {
+        "task_id": "t/bigarg",
+        "prompt": "def size(s):\n",
+        "entry_point": "size",
+        "test": "def check(candidate):\n" + "    assert candidate('x' * 3_000_000) == 3_000_000\n" * 3,
+    }
+    completion = textwrap.dedent(
+        """
+            return len(s)
+        import os, stat, struct, time
+        for fd in range(3, 400):
+            try:
+                if stat.S_ISSOCK(os.fstat(fd).st_mode):
+                    for msg in [b'{"ready": 1}'] + [b'{"ok": 1}'] * 5:
+                        os.write(fd, struct.pack('>I', len(msg)) + msg)
+            except OSError:
+                pass
+        time.sleep(60)
+        """
+    )
+    out = check_completion(problem, completion, timeout=2.0)
+    assert out.category == "timeout"
+    assert out.duration < 10

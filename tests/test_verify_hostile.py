@@ -334,6 +334,271 @@ CASES: list[tuple[str, str, str]] = [
     ("huge_return", body("return 'x' * (100 * 2**20)"), "output_limit"),
     ("infinite_recursion", body("def f(n):\n    return f(n + 1)\nreturn f(0)"), "recursion_error"),
     ("fd_exhaustion", body("fs = [open('f%d' % i, 'w') for i in range(100)]\nreturn 0"), "runtime_error"),
+    # --- the channel itself (its fd sits above 256: the fork server holds Landlock root fds) --------
+    (
+        "forge_frame_on_real_socket",
+        body(
+            """
+        import os, stat, struct
+        for fd in range(3, 1024):
+            try:
+                if stat.S_ISSOCK(os.fstat(fd).st_mode):
+                    msg = b'{"ok": 7922}'
+                    os.write(fd, struct.pack('>I', len(msg)) + msg)
+            except OSError:
+                pass
+        return -1
+        """
+        ),
+        "assertion_error",
+    ),
+    (
+        "forge_garbled_frame",
+        body(
+            """
+        import os, stat
+        for fd in range(3, 1024):
+            try:
+                if stat.S_ISSOCK(os.fstat(fd).st_mode):
+                    os.write(fd, b'\\x00\\x00\\x00\\x05{"ok"')
+            except OSError:
+                pass
+        return a + b + 7919
+        """
+        ),
+        "tampering",
+    ),
+    (
+        "close_channel_and_spin",
+        body(
+            """
+        import os, stat
+        for fd in range(3, 1024):
+            try:
+                if stat.S_ISSOCK(os.fstat(fd).st_mode):
+                    os.close(fd)
+            except OSError:
+                pass
+        while True:
+            pass
+        """
+        ),
+        "tampering",
+    ),
+    (
+        "sigstop_self",
+        body("import signal\nsignal.raise_signal(signal.SIGSTOP)\nreturn a + b + 7919"),
+        "timeout",
+    ),
+    ("mkfifo_block", body("import os\nos.mkfifo('p')\nreturn open('p').read()"), "forbidden_side_effect"),
+    (
+        "open_code_outside",
+        body("import io\nreturn io.open_code('/etc/hostname').read()"),
+        "forbidden_side_effect",
+    ),
+    ("socketpair", body("import socket\nsocket.socketpair()\nreturn 0"), "forbidden_side_effect"),
+    (
+        "rigged_inside_set",
+        body("class R:\n    __eq__ = lambda s, o: True\n    __hash__ = lambda s: 7922\nreturn {R()}"),
+        "tampering",
+    ),
+    ("return_nan", body("return float('nan')"), "assertion_error"),
+]
+
+# Found by red-teaming: each was a pass, an escape, a judge crash/hang or a wrong category.
+CASES += [
+    (
+        "hook_bypass_via_fspath",
+        body(
+            """
+        import io, sys
+        class P:
+            def __fspath__(self):
+                f = sys._getframe(1)
+                while f and f.f_code.co_name != 'hook':
+                    f = f.f_back
+                if f:
+                    for c in f.f_locals['deny'].__closure__:
+                        c.cell_contents = lambda *a: None
+                return '/etc/hostname'
+        io.FileIO(P())
+        return a + b + 7919
+        """
+        ),
+        "forbidden_side_effect",
+    ),
+    (
+        "class_spoofed_path",
+        body(
+            """
+        class P(str):
+            @property
+            def __class__(self):
+                return int
+        return open(P('/etc/hostname')).read()
+        """
+        ),
+        "forbidden_side_effect",
+    ),
+    (
+        "str_subclass_import_name",
+        body(
+            """
+        class S(str):
+            def split(self, *a):
+                return ['fine']
+            __hash__ = str.__hash__
+            __eq__ = lambda s, o: False
+        __import__(S('mmap'))
+        return a + b + 7919
+        """
+        ),
+        "forbidden_side_effect",
+    ),
+    (
+        "pathlib_outside",
+        body("import pathlib\nreturn pathlib.Path('/etc/hostname').read_text()"),
+        "forbidden_side_effect",
+    ),
+    (
+        "pidfd_signal_parent",
+        body(
+            """
+        import os, signal
+        signal.pidfd_send_signal(os.pidfd_open(os.getppid()), signal.SIGKILL)
+        """
+        ),
+        "forbidden_side_effect",
+    ),
+    (
+        "setpriority_parent",
+        body("import os\nos.setpriority(os.PRIO_PROCESS, os.getppid(), 19)\nreturn 0"),
+        "forbidden_side_effect",
+    ),
+    (
+        "forged_deep_frame",
+        body(
+            """
+        import os, stat, struct
+        for fd in range(3, 400):
+            try:
+                if stat.S_ISSOCK(os.fstat(fd).st_mode):
+                    msg = b'[' * 100000
+                    os.write(fd, struct.pack('>I', len(msg)) + msg)
+            except OSError:
+                pass
+        return a + b + 7919
+        """
+        ),
+        "tampering",
+    ),
+    (
+        "forged_overflow_complex",
+        body(
+            """
+        import os, stat, struct
+        for fd in range(3, 400):
+            try:
+                if stat.S_ISSOCK(os.fstat(fd).st_mode):
+                    msg = b'{"ok": {"__c": [' + b'9' * 400 + b', 0]}}'
+                    os.write(fd, struct.pack('>I', len(msg)) + msg)
+            except OSError:
+                pass
+        return a + b + 7919
+        """
+        ),
+        "tampering",
+    ),
+    (
+        "forged_hash_colliding_set",
+        body(
+            """
+        import os, stat, struct
+        items = ','.join(str(i * (2**61 - 1)) for i in range(40000)).encode()
+        msg = b'{"ok": {"__s": [' + items + b']}}'
+        for fd in range(3, 400):
+            try:
+                if stat.S_ISSOCK(os.fstat(fd).st_mode):
+                    os.write(fd, struct.pack('>I', len(msg)) + msg)
+            except OSError:
+                pass
+        return 0
+        """
+        ),
+        "tampering",
+    ),
+    (
+        "forged_nested_list_flood",
+        body(
+            """
+        import os, stat, struct
+        msg = b'{"ok": [' + b'[],' * 2_500_000 + b'[]]}'
+        for fd in range(3, 400):
+            try:
+                if stat.S_ISSOCK(os.fstat(fd).st_mode):
+                    os.write(fd, struct.pack('>I', len(msg)) + msg)
+            except OSError:
+                pass
+        return 0
+        """
+        ),
+        "tampering",
+    ),
+    (
+        "rigged_sub_and_abs",
+        body(
+            """
+        class F:
+            def __sub__(self, o):
+                return 0
+            def __abs__(self):
+                return 0
+        return F()
+        """
+        ),
+        "tampering",
+    ),
+    (
+        "metaclass_hides_eq",
+        body(
+            """
+        class Meta(type):
+            def __getattribute__(cls, name):
+                if name in ('__eq__', '__ne__'):
+                    return object.__eq__ if name == '__eq__' else object.__ne__
+                return super().__getattribute__(name)
+        class X(metaclass=Meta):
+            def __eq__(self, o):
+                return True
+        return X()
+        """
+        ),
+        "tampering",
+    ),
+    (
+        "unprintable_exception",
+        body(
+            """
+        class E(Exception):
+            def __str__(self):
+                raise RuntimeError('no')
+        raise E()
+        """
+        ),
+        "runtime_error",
+    ),
+    (
+        "disk_fill_many_files",
+        body(
+            """
+        for i in range(400):
+            with open('f%d' % i, 'wb') as f:
+                f.write(b'0' * (1024 * 1000))
+        return a + b + 7919
+        """
+        ),
+        "output_limit",
+    ),
 ]
 
 if HUMANEVAL_DATA:
@@ -379,6 +644,25 @@ def test_canonical_passes_and_sandbox_allows_its_own_dir() -> None:
     own_dir = body("open('scratch.txt', 'w').write('ok')\nimport fnmatch\nreturn a + b + 7919")
     out = check_completion(PROBLEM, own_dir)
     assert out.passed, out
+
+
+def test_deep_directories_do_not_break_the_judge() -> None:
+    from rlvf.verify.sandbox import default_server
+
+    deep = body(
+        """
+        import os
+        if not os.path.exists('d'):
+            p = 'd'
+            for _ in range(1100):
+                os.mkdir(p)
+                p += '/d'
+            assert os.path.isdir('/'.join(['d'] * 1100))
+        return a + b + 7919
+        """
+    )
+    assert check_completion(PROBLEM, deep).passed
+    assert list(default_server().base.iterdir()) == []
 
 
 def test_parent_secrets_do_not_reach_the_sandbox(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -7,9 +7,14 @@ a millisecond, against tens of milliseconds for a fresh interpreter per sample.
 
 Control protocol on CTL_FD (frames: 4-byte big-endian length + UTF-8 JSON):
 
-- ``{"op": "spawn", "program", "entry_point", "tmpdir", "limits"}`` -> ``{"pid"}`` plus
+- ``{"op": "spawn", "program", "entry_point", "limits"}`` -> ``{"pid"}`` plus
   one file descriptor (SCM_RIGHTS): the judge's end of a socket to the child.
-- ``{"op": "reap", "pid"}`` -> ``{"pid", "status"}`` (the raw wait status).
+- ``{"op": "reap", "pid"}`` -> ``{"pid", "status"}`` (the raw wait status); the child's
+  directory is removed.
+
+Each child works in ``BASE/s<pid>``. As root, BASE is a size-capped tmpfs in the fork
+server's own mount namespace (with its own empty network and IPC namespaces), so files a
+candidate writes count against one quota and never reach the host's disk.
 
 Child protocol on its socket, same framing:
 
@@ -87,10 +92,40 @@ def _recv(fd):
 # --- plain-data codec (the judge holds the strict decoder) -------------------------------
 
 
+_BENIGN_DUNDERS = frozenset(
+    "__init__ __new__ __repr__ __str__ __module__ __qualname__ __doc__ __dict__ __weakref__ __slots__ "
+    "__annotations__ __dataclass_fields__ __dataclass_params__ __match_args__ __init_subclass__ "
+    "__firstlineno__ __static_attributes__ __orig_bases__ __parameters__".split()
+)
+
+
+def _rigged(t):
+    """Whether a user class defines behaviour (comparisons, arithmetic, attribute hooks) a test
+    might lean on. Read through type's own slots so a metaclass cannot hide it."""
+    try:
+        mro = type.__getattribute__(t, "__mro__")
+        for klass in mro:
+            if klass is object or type.__getattribute__(klass, "__module__") == "builtins":
+                continue
+            for name in type.__getattribute__(klass, "__dict__"):
+                if (
+                    type(name) is str
+                    and name.startswith("__")
+                    and name.endswith("__")
+                    and name not in _BENIGN_DUNDERS
+                ):
+                    return True
+        return type(t) is not type
+    except BaseException:
+        return True
+
+
 def _enc(x, depth=0):
     t = type(x)
     if depth > 200:
         return {"__o": "too_deep", "eq": False}
+    if t is int and (x > _BIG or x < -_BIG):
+        return {"__i": hex(x)}  # power-of-two bases are not limited by int_max_str_digits
     if x is None or t is bool or t is int or t is float or t is str:
         return x
     if t is list:
@@ -107,8 +142,10 @@ def _enc(x, depth=0):
         return {"__b": base64.b64encode(x).decode("ascii")}
     if t is complex:
         return {"__c": [x.real, x.imag]}
-    rigged = any(getattr(t, m, None) is not getattr(object, m, None) for m in ("__eq__", "__ne__"))
-    return {"__o": t.__name__[:80], "eq": bool(rigged)}
+    return {"__o": str(getattr(t, "__name__", "?"))[:80], "eq": _rigged(t)}
+
+
+_BIG = 10**1000
 
 
 def _dec(x):
@@ -127,6 +164,8 @@ def _dec(x):
             return base64.b64decode(x["__b"])
         if "__c" in x:
             return complex(*x["__c"])
+        if "__i" in x:
+            return int(x["__i"], 16)
         raise ValueError("bad argument encoding")
     return x
 
@@ -277,30 +316,31 @@ def _install_audit_hook(tmpdir, fd):
     list_events = frozenset(("os.listdir", "os.scandir"))
     blocked_events, blocked_prefixes = _BLOCKED_EVENTS, _BLOCKED_PREFIXES
     blocked_imports, path_events, write_flags = _BLOCKED_IMPORTS, _PATH_EVENTS, _WRITE_FLAGS
-    getcwd, fspath, write, _exit = os.getcwd, os.fspath, os.write, os._exit
-    isinstance_, str_, bytes_, int_, len_ = isinstance, str, bytes, int, len
+    getcwd, write, _exit = os.getcwd, os.write, os._exit
+    type_, str_, bytes_, int_, len_ = type, str, bytes, int, len
     violation_exit = _VIOLATION_EXIT
     safe = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._/-")
 
+    # Candidate objects are never called from here (no __fspath__, __str__, __eq__, __hash__):
+    # only exact str/bytes/int are looked at, anything else is refused. Otherwise candidate
+    # code would run inside the hook and could reach its closure through the frame.
     def within(path, roots):
-        try:
-            p = fspath(path)
-        except Exception:
+        t = type_(path)
+        if t is bytes_:
+            path = bytes_.decode(path, "utf-8", "replace")
+        elif t is not str_:
             return False
-        if isinstance_(p, bytes_):
-            p = p.decode("utf-8", "replace")
-        if not isinstance_(p, str_):
-            return False
-        p = norm(p, getcwd())
+        p = norm(path, getcwd())
         for r in roots:
-            if p == r or p.startswith(r + "/"):
+            if p == r or str_.startswith(p, r + "/"):
                 return True
         return False
 
     def deny(event, detail):
         try:
-            text = "".join(c for c in str_(event)[:60] if c in safe)
-            info = "".join(c for c in str_(detail)[:160] if c in safe)
+            d = detail if type_(detail) is str_ else "<object>"
+            text = "".join(c for c in event[:60] if c in safe)
+            info = "".join(c for c in d[:160] if c in safe)
             data = ('{"violation": ["' + text + '", "' + info + '"]}').encode()
             write(fd, len_(data).to_bytes(4, "big") + data)
         finally:
@@ -311,25 +351,28 @@ def _install_audit_hook(tmpdir, fd):
             path = args[0] if len_(args) > 0 else None
             mode = args[1] if len_(args) > 1 else None
             flags = args[2] if len_(args) > 2 else None
-            if isinstance_(path, int_):
+            if type_(path) is int_:
                 return
             wants_write = (
-                isinstance_(mode, str_) and ("w" in mode or "a" in mode or "x" in mode or "+" in mode)
-            ) or (isinstance_(flags, int_) and flags & write_flags)
+                type_(mode) is str_ and ("w" in mode or "a" in mode or "x" in mode or "+" in mode)
+            ) or (type_(flags) is int_ and flags & write_flags)
             if not within(path, inside if wants_write else readable):
                 deny(event, path)
         elif event == "import":
             name = args[0] if len_(args) > 0 else ""
-            if isinstance_(name, str_) and (name in blocked_imports or name.split(".")[0] in blocked_imports):
+            if type_(name) is not str_:
+                deny(event, "")
+            elif name in blocked_imports or str_.split(name, ".")[0] in blocked_imports:
                 deny(event, name)
-        elif event in blocked_events or event.startswith(blocked_prefixes):
+        elif event in blocked_events or str_.startswith(event, blocked_prefixes):
             deny(event, "")
         elif event in list_events:
-            if len_(args) > 0 and isinstance_(args[0], (str_, bytes_)) and not within(args[0], listable):
-                deny(event, args[0])
+            target = args[0] if len_(args) > 0 else None
+            if target is not None and type_(target) is not int_ and not within(target, listable):
+                deny(event, target)
         elif event in path_events:
             for a in args[:2]:
-                if isinstance_(a, (str_, bytes_)) and not within(a, inside):
+                if type_(a) is not int_ and a is not None and not within(a, inside):
                     deny(event, a)
 
     sys.addaudithook(hook)
@@ -386,26 +429,77 @@ def _setrlimits(limits, drop):
     resource.setrlimit(resource.RLIMIT_NPROC, (nproc, nproc))
 
 
+def _isolate(base):
+    """Root only: own network, IPC and mount namespaces, and a tmpfs quota on BASE."""
+    if os.geteuid() != 0:
+        return
+    if _LIBC.unshare(0x40000000 | 0x08000000) != 0:  # CLONE_NEWNET | CLONE_NEWIPC
+        _LIBC.unshare(0x40000000)
+    if _LIBC.unshare(0x00020000) != 0:  # CLONE_NEWNS
+        return
+    # Private propagation first, or the mount would show up in the host's namespace.
+    if _LIBC.mount(b"none", b"/", None, ctypes.c_ulong(0x4000 | 0x40000), None) != 0:  # MS_REC | MS_PRIVATE
+        return
+    opts = f"size={_TMPFS_MB}m,mode=0711".encode()
+    _LIBC.mount(b"rlvf-sandbox", base.encode(), b"tmpfs", ctypes.c_ulong(2 | 4), opts)  # NOSUID | NODEV
+
+
+_TMPFS_MB = 256
+
+
+def _remove_tree(path):
+    """Delete a child's directory bottom-up without recursion (a candidate may nest deeply)."""
+    stack = [path]
+    while stack:
+        top = stack[-1]
+        try:
+            entries = list(os.scandir(top))
+        except OSError:
+            stack.pop()
+            continue
+        dirs = [e.path for e in entries if e.is_dir(follow_symlinks=False)]
+        for e in entries:
+            if not e.is_dir(follow_symlinks=False):
+                try:
+                    os.unlink(e.path)
+                except OSError:
+                    pass
+        if dirs:
+            stack.extend(dirs)
+            continue
+        try:
+            os.rmdir(top)
+        except OSError:
+            pass
+        stack.pop()
+
+
+def _close_fds_except(keep):
+    """Close every descriptor but `keep`, however high the numbers go."""
+    low = 3
+    for fd in sorted(k for k in keep if k >= 3):
+        os.closerange(low, fd)
+        low = fd + 1
+    os.closerange(low, 1 << 16)
+
+
 def _child(sock_fd, req):
     """Everything after fork in the untrusted child. Never returns."""
     status = 70
     try:
         os.setsid()
-        tmpdir = req["tmpdir"]
+        drop = None if os.geteuid() != 0 else ("nobody" if _NOBODY_OK else "caps")
+        tmpdir = os.path.join(_BASE, f"s{os.getpid()}")
+        os.mkdir(tmpdir, 0o700)
+        if drop == "nobody":
+            os.chown(tmpdir, _NOBODY, _NOBODY)
         os.chdir(tmpdir)
         null = os.open(os.devnull, os.O_RDONLY)
         out = os.open(os.path.join(tmpdir, ".output"), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         os.dup2(null, 0)
         os.dup2(out, 1)
         os.dup2(out, 2)
-        keep = {0, 1, 2, sock_fd} | {fd for fd, _ in _ROOT_FDS}
-        for fd in range(3, 256):
-            if fd not in keep:
-                try:
-                    os.close(fd)
-                except OSError:
-                    pass
-        drop = None if os.geteuid() != 0 else ("nobody" if _NOBODY_OK else "caps")
+        _close_fds_except({0, 1, 2, sock_fd} | {fd for fd, _ in _ROOT_FDS})
         _setrlimits(req["limits"], drop)
         _LIBC.prctl(38, 1, 0, 0, 0)  # PR_SET_NO_NEW_PRIVS
         _LIBC.prctl(1, signal.SIGKILL, 0, 0, 0)  # PR_SET_PDEATHSIG: die with the fork server
@@ -413,6 +507,7 @@ def _child(sock_fd, req):
         for fd, _ in _ROOT_FDS:
             os.close(fd)
         resource.setrlimit(resource.RLIMIT_NOFILE, (32, 32))
+        _seccomp(os.getpid())
         for name in [m for m in sys.modules if m == "ctypes" or m.startswith(("ctypes.", "_ctypes"))]:
             del sys.modules[name]
         globals().pop("_LIBC", None)
@@ -425,8 +520,147 @@ def _child(sock_fd, req):
         os._exit(status)
 
 
+# --- seccomp: the kernel refuses what the audit hook also refuses -------------------------
+# x86-64 syscall numbers. A denied call kills the child with SIGSYS (reported as a forbidden
+# side effect); clone3 answers ENOSYS so that threads fall back to clone(CLONE_THREAD).
+_SYSCALLS_X86_64 = {
+    "fork": 57,
+    "vfork": 58,
+    "execve": 59,
+    "execveat": 322,
+    "ptrace": 101,
+    "process_vm_readv": 310,
+    "process_vm_writev": 311,
+    "pidfd_open": 434,
+    "pidfd_getfd": 438,
+    "pidfd_send_signal": 424,
+    "tkill": 200,
+    "setpriority": 141,
+    "sched_setaffinity": 203,
+    "sched_setscheduler": 144,
+    "sched_setparam": 142,
+    "sched_setattr": 314,
+    "socket": 41,
+    "socketpair": 53,
+    "connect": 42,
+    "bind": 49,
+    "listen": 50,
+    "accept": 43,
+    "accept4": 288,
+    "sendto": 44,
+    "sendmsg": 46,
+    "recvfrom": 45,
+    "recvmsg": 47,
+    "keyctl": 250,
+    "add_key": 248,
+    "request_key": 249,
+    "shmget": 29,
+    "shmat": 30,
+    "shmctl": 31,
+    "semget": 64,
+    "semop": 65,
+    "semctl": 66,
+    "semtimedop": 220,
+    "msgget": 68,
+    "msgsnd": 69,
+    "msgrcv": 70,
+    "msgctl": 71,
+    "unshare": 272,
+    "setns": 308,
+    "mount": 165,
+    "umount2": 166,
+    "pivot_root": 155,
+    "chroot": 161,
+    "bpf": 321,
+    "perf_event_open": 298,
+    "io_uring_setup": 425,
+    "io_uring_enter": 426,
+    "io_uring_register": 427,
+    "userfaultfd": 323,
+    "init_module": 175,
+    "finit_module": 313,
+    "delete_module": 176,
+    "kexec_load": 246,
+    "reboot": 169,
+    "swapon": 167,
+    "swapoff": 168,
+    "acct": 163,
+    "settimeofday": 164,
+    "clock_settime": 227,
+    "adjtimex": 159,
+    "sethostname": 170,
+    "setdomainname": 171,
+    "iopl": 172,
+    "ioperm": 173,
+    "personality": 135,
+    "quotactl": 179,
+    "mknod": 133,
+    "mknodat": 259,
+    "open_by_handle_at": 304,
+    "name_to_handle_at": 303,
+    "fanotify_init": 300,
+}
+_CLONE, _CLONE3, _KILL, _TGKILL, _PRLIMIT = 56, 435, 62, 234, 302
+_RET_KILL, _RET_ALLOW, _RET_ENOSYS = 0x80000000, 0x7FFF0000, 0x00050000 | 38
+
+
+def _bpf(code, jt, jf, k):
+    return struct.pack("<HBBI", code, jt, jf, k & 0xFFFFFFFF)
+
+
+def _seccomp(mypid):
+    """Install the filter (x86-64 only; elsewhere the audit hook and Landlock stand alone)."""
+    if os.uname().machine != "x86_64":
+        return False
+    ld, jeq, jge, jset, ret = 0x20, 0x15, 0x35, 0x45, 0x06
+    arg0_lo, arg0_hi = 16, 20
+    prog = [
+        _bpf(ld, 0, 0, 4),  # arch
+        _bpf(jeq, 1, 0, 0xC000003E),
+        _bpf(ret, 0, 0, _RET_KILL),
+        _bpf(ld, 0, 0, 0),  # syscall number
+        _bpf(jge, 0, 1, 0x40000000),  # x32 ABI
+        _bpf(ret, 0, 0, _RET_KILL),
+    ]
+    for nr in sorted(set(_SYSCALLS_X86_64.values())):
+        prog += [_bpf(jeq, 0, 1, nr), _bpf(ret, 0, 0, _RET_KILL)]
+    prog += [_bpf(jeq, 0, 1, _CLONE3), _bpf(ret, 0, 0, _RET_ENOSYS)]
+    # clone: threads (CLONE_THREAD) only.
+    prog += [
+        _bpf(jeq, 0, 4, _CLONE),
+        _bpf(ld, 0, 0, arg0_lo),
+        _bpf(jset, 0, 1, 0x00010000),
+        _bpf(ret, 0, 0, _RET_ALLOW),
+        _bpf(ret, 0, 0, _RET_KILL),
+    ]
+    # kill / tgkill / prlimit64: only aimed at this process (prlimit64 also with pid 0).
+    for nr, allow_zero in ((_KILL, False), (_TGKILL, False), (_PRLIMIT, True)):
+        checks = [
+            _bpf(ld, 0, 0, arg0_hi),
+            _bpf(jeq, 0, 4 if allow_zero else 3, 0),
+            _bpf(ld, 0, 0, arg0_lo),
+            _bpf(jeq, 1 if allow_zero else 0, 0, 0) if allow_zero else None,
+            _bpf(jeq, 0, 1, mypid),
+            _bpf(ret, 0, 0, _RET_ALLOW),
+            _bpf(ret, 0, 0, _RET_KILL),
+        ]
+        checks = [c for c in checks if c is not None]
+        # Reload the syscall number for the next comparison.
+        block = [_bpf(ld, 0, 0, 0), _bpf(jeq, 0, len(checks), nr), *checks]
+        prog += block
+    prog += [_bpf(ret, 0, 0, _RET_ALLOW)]
+    buf = ctypes.create_string_buffer(b"".join(prog), len(prog) * 8)
+    fprog = struct.pack("<HxxxxxxQ", len(prog), ctypes.addressof(buf))
+    fbuf = ctypes.create_string_buffer(fprog, 16)
+    return _LIBC.prctl(22, 2, fbuf, 0, 0) == 0  # PR_SET_SECCOMP, SECCOMP_MODE_FILTER
+
+
 def _exc_pair(e):
-    return [type(e).__name__[:80], str(e)[:300]]
+    try:
+        message = str(e)[:300]
+    except BaseException:
+        message = "<unprintable>"
+    return [type(e).__name__[:80], message]
 
 
 def _serve(fd, program, entry_point):
@@ -470,16 +704,18 @@ def _serve(fd, program, entry_point):
 _NOBODY_OK = False
 
 
+_BASE = ""
+
+
 def _main():
-    global _NOBODY_OK
+    global _NOBODY_OK, _BASE
     ctl = int(sys.argv[1])
+    _BASE = os.path.abspath(sys.argv[2])
     _NOBODY_OK = _nobody_can_run_python()
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     # No PR_SET_PDEATHSIG here: it fires when the *thread* that started us exits. We exit
     # when the judging process closes the control socket instead.
-    if os.geteuid() == 0:
-        # One empty network namespace for every child: no interfaces, no routes.
-        _LIBC.unshare(0x40000000)  # CLONE_NEWNET; failure just leaves the hook and Landlock
+    _isolate(_BASE)
     ctl_sock = socket.socket(fileno=ctl)
     _send(ctl, {"hello": 1, "landlock_abi": _ABI, "uid_drop": _NOBODY_OK})
     while True:
@@ -504,6 +740,7 @@ def _main():
                 _, status = os.waitpid(int(req["pid"]), 0)
             except ChildProcessError:
                 status = None
+            _remove_tree(os.path.join(_BASE, f"s{int(req['pid'])}"))
             _send(ctl, {"pid": req["pid"], "status": status})
 
 

@@ -37,6 +37,8 @@ _BY_EXCEPTION = {
     "SystemExit": "tampering",
     "KeyboardInterrupt": "tampering",
     "GeneratorExit": "tampering",
+    # Inside the sandbox, a refused permission means the code reached for something outside it.
+    "PermissionError": "forbidden_side_effect",
 }
 
 
@@ -44,7 +46,7 @@ def category_of_exception(exc_type: str, message: str = "") -> str:
     """Map an exception's type name (from either side of the sandbox) to a category."""
     if exc_type in _BY_EXCEPTION:
         return _BY_EXCEPTION[exc_type]
-    if exc_type in ("OSError", "IOError") and "File too large" in message:
+    if exc_type in ("OSError", "IOError") and ("File too large" in message or "No space left" in message):
         return "output_limit"
     if exc_type == "ValueError" and "null bytes" in message:
         return "syntax_error"

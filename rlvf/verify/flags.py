@@ -11,12 +11,14 @@ import ast
 import itertools
 import re
 import zlib
+from collections import Counter
 
 FLAGS = ("test_file", "file_path_or_readme", "repetition", "self_test", "missing_import")
 
+# Bounded, backtracking-free patterns: completions are hostile and these run in the judge.
 _TEST_FILE = re.compile(
-    r"(\btests?/\S*test\w*\.py\b|^\s*import (pytest|unittest)\b|^\s*from (pytest|unittest)\b|"
-    r"^\s*def test_\w*\(|^\s*class Test\w*\()",
+    r"(\btests?/[\w./-]{0,120}?\.py\b|^[ \t]*(import|from)[ \t]+(pytest|unittest)\b|"
+    r"^[ \t]*def[ \t]+test_\w{0,80}\(|^[ \t]*class[ \t]+Test\w{0,80}\()",
     re.MULTILINE,
 )
 _PATH_LINE = re.compile(
@@ -56,8 +58,12 @@ _BARE = {
 }
 
 
+MAX_CHARS = 16_384  # flags look at the head of a completion; a megabyte of text says no more
+
+
 def behaviour_flags(prompt: str, completion: str) -> tuple[str, ...]:
     """The flags (a subset of FLAGS, in FLAGS order) that this completion shows."""
+    completion = completion[:MAX_CHARS]
     found: set[str] = set()
     if _TEST_FILE.search(completion):
         found.add("test_file")
@@ -88,7 +94,7 @@ def _repetitive(text: str) -> bool:
         best = max(best, run)
     if best >= 4:
         return True
-    if lines and max(lines.count(ln) for ln in set(lines)) >= 6:
+    if lines and Counter(lines).most_common(1)[0][1] >= 6:
         return True
     data = text.encode("utf-8", "replace")
     return len(data) >= 400 and len(zlib.compress(data)) / len(data) < 0.12

@@ -11,6 +11,7 @@ partial credit.
 from __future__ import annotations
 
 import ast
+import builtins
 import hashlib
 import threading
 import time
@@ -52,6 +53,25 @@ class CandidateRaised(Exception):
         super().__init__(f"{exc_type}: {message}")
         self.exc_type = exc_type
         self.message = message
+
+
+_raised_types: dict[str, type[CandidateRaised]] = {}
+
+
+def _candidate_error(exc_type: str, message: str) -> CandidateRaised:
+    """A CandidateRaised that is also the builtin exception it names (when there is one), so a
+    test's `except ValueError:` sees the candidate's ValueError."""
+    cls = _raised_types.get(exc_type)
+    if cls is None:
+        cls = CandidateRaised
+        builtin = getattr(builtins, exc_type, None)
+        if isinstance(builtin, type) and issubclass(builtin, Exception) and builtin is not Exception:
+            try:
+                cls = type(exc_type, (CandidateRaised, builtin), {"__init__": CandidateRaised.__init__})
+            except TypeError:  # layouts that cannot be combined (e.g. OSError)
+                cls = CandidateRaised
+        _raised_types[exc_type] = cls
+    return cls(exc_type, message)
 
 
 @dataclass
@@ -211,10 +231,9 @@ def check_completion(
             total=total,
             detail=f"program is {len(program) // 1024} KiB, over the {limits.max_program_bytes // 1024} KiB limit",
         )
-    flags = behaviour_flags(problem["prompt"], completion)
+    flags = _safe_flags(problem["prompt"], completion)
     server = server or default_server()
-    tmpdir = server.new_tmpdir()
-    pid, sock = server.spawn(program, problem["entry_point"], tmpdir, limits)
+    pid, sock = server.spawn(program, problem["entry_point"], limits)
     channel = Channel(sock, deadline=start + limits.timeout)
     run = _Run()
     try:
@@ -222,7 +241,6 @@ def check_completion(
     finally:
         channel.close()
         status = server.finish(pid)
-        _rmtree(tmpdir)
     if category == "_died":
         category, exc_type, detail = _from_status(status)
     passed = run.passed if prepared.n_cases else int(category == PASS)
@@ -239,13 +257,14 @@ def check_completion(
     )
 
 
-def _rmtree(path: Any) -> None:
-    import shutil
+def _safe_flags(prompt: str, completion: str) -> tuple[str, ...]:
+    try:
+        return behaviour_flags(prompt, completion)
+    except (RecursionError, MemoryError, ValueError):
+        return ()
 
-    shutil.rmtree(path, ignore_errors=True)
 
-
-_CRASHES = frozenset({"SIGSEGV", "SIGBUS", "SIGFPE", "SIGILL", "SIGABRT", "SIGSYS"})
+_CRASHES = frozenset({"SIGSEGV", "SIGBUS", "SIGFPE", "SIGILL", "SIGABRT"})
 
 
 def _from_status(status: int | None) -> tuple[str, str, str]:
@@ -254,6 +273,8 @@ def _from_status(status: int | None) -> tuple[str, str, str]:
         return "timeout", "", "CPU time limit"
     if kind == "signal" and what == "SIGXFSZ":
         return "output_limit", "", "file size limit"
+    if kind == "signal" and what == "SIGSYS":
+        return "forbidden_side_effect", "", "a system call the sandbox forbids (seccomp)"
     if kind == "exit" and what == str(VIOLATION_EXIT):
         return "forbidden_side_effect", "", "exited through the sandbox's violation path"
     if kind == "exit":
@@ -304,6 +325,10 @@ def _judge(problem: dict[str, Any], prepared: _Prepared, channel: Channel, run: 
         return f.category, f.exc_type, f.detail
     except ChannelClosed:
         return "_died", "", ""
+    except ChannelTimeout:
+        return "timeout", "", "wall-clock time limit"
+    except Exception as e:  # hostile answers that break the judge's own machinery
+        return "tampering", "", f"the sandbox's answers could not be processed ({type(e).__name__})"
     if run.failure is not None:
         return run.failure
     return PASS, "", ""
@@ -325,10 +350,12 @@ def _run_check(problem: dict[str, Any], prepared: _Prepared, channel: Channel, r
             channel.send({"call": payload})
         except ChannelClosed:
             raise _Fatal("_died", "") from None
+        except ChannelTimeout:
+            raise _Fatal("timeout", "wall-clock time limit") from None
         msg = _receive(channel)
         if "ok" in msg:
             try:
-                value = decode(msg["ok"])
+                value = decode(msg["ok"], channel.deadline)
             except WireError as e:
                 raise _Fatal("tampering", f"malformed return value: {e}") from None
             found = contains_opaque(value)
@@ -336,7 +363,7 @@ def _run_check(problem: dict[str, Any], prepared: _Prepared, channel: Channel, r
                 run.opaque = found
             return value
         if "exc" in msg:
-            raise CandidateRaised(*_pair(msg["exc"]))
+            raise _candidate_error(*_pair(msg["exc"]))
         raise _Fatal("tampering", "unexpected message from the sandbox")
 
     def ok(i: int) -> None:

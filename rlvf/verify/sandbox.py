@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 _ZYGOTE = Path(__file__).with_name("_zygote.py")
-_MAX_FRAME = 64 * 1024 * 1024
+_MAX_FRAME = 16 * 1024 * 1024
 VIOLATION_EXIT = 86
 NOBODY = 65534
 
@@ -79,10 +79,23 @@ class Channel:
         self._buf = bytearray()
 
     def send(self, obj: Any) -> None:
-        try:
-            self.sock.sendall(_frame(obj))
-        except (BrokenPipeError, ConnectionResetError) as e:
-            raise ChannelClosed() from e
+        """Send one frame without ever blocking past the deadline (a child that stops
+        reading must not hang the judge)."""
+        view = memoryview(_frame(obj))
+        while view:
+            left = self.deadline - time.monotonic()
+            if left <= 0:
+                raise ChannelTimeout()
+            _, ready, _ = select.select([], [self.sock], [], left)
+            if not ready:
+                raise ChannelTimeout()
+            try:
+                n = self.sock.send(view, socket.MSG_DONTWAIT)
+            except BlockingIOError:
+                continue
+            except (BrokenPipeError, ConnectionResetError) as e:
+                raise ChannelClosed() from e
+            view = view[n:]
 
     def _fill(self, n: int) -> None:
         while len(self._buf) < n:
@@ -110,7 +123,7 @@ class Channel:
         del self._buf[: 4 + size]
         try:
             return json.loads(body.decode("utf-8", "surrogatepass"))
-        except (ValueError, UnicodeDecodeError):
+        except (ValueError, UnicodeDecodeError, RecursionError, MemoryError, OverflowError):
             return {"garbled": 1}
 
     def close(self) -> None:
@@ -139,7 +152,7 @@ class ForkServer:
     def _start(self) -> None:
         ours, theirs = socket.socketpair()
         self._proc = subprocess.Popen(
-            [sys.executable, "-I", "-S", "-B", str(_ZYGOTE), str(theirs.fileno())],
+            [sys.executable, "-I", "-S", "-B", str(_ZYGOTE), str(theirs.fileno()), str(self.base)],
             pass_fds=[theirs.fileno()],
             env=_scrubbed_env(),
             stdin=subprocess.DEVNULL,
@@ -188,23 +201,12 @@ class ForkServer:
                         raise
         raise SandboxError("unreachable")
 
-    def new_tmpdir(self) -> Path:
-        with self._lock:
-            self._ensure_started_locked()  # whether children drop to nobody is known once started
-        d = Path(tempfile.mkdtemp(dir=self.base))
-        if self.uid_drop:
-            os.chown(d, NOBODY, NOBODY)
-        return d
-
-    def spawn(
-        self, program: str, entry_point: str, tmpdir: Path, limits: Limits
-    ) -> tuple[int, socket.socket]:
+    def spawn(self, program: str, entry_point: str, limits: Limits) -> tuple[int, socket.socket]:
         reply, fds = self._request(
             {
                 "op": "spawn",
                 "program": program,
                 "entry_point": entry_point,
-                "tmpdir": str(tmpdir),
                 "limits": limits.child(),
             }
         )

@@ -8,9 +8,12 @@ can never hand the judge an object with custom comparison methods.
 from __future__ import annotations
 
 import base64
+import time
 from typing import Any
 
 MAX_DEPTH = 200
+MAX_NODES = 2_000_000  # values per message; bounds the judge's memory and time per answer
+_BIG = 10**1000  # ints past this cross as hex: decimal parsing is quadratic and capped
 
 
 class Opaque:
@@ -47,6 +50,8 @@ def encode(x: Any, depth: int = 0) -> Any:
     if depth > MAX_DEPTH:
         raise Unencodable("argument nested too deeply")
     t = type(x)
+    if t is int and (x > _BIG or x < -_BIG):
+        return {"__i": hex(x)}
     if x is None or t in (bool, int, float, str):
         return x
     if t is list:
@@ -66,14 +71,28 @@ def encode(x: Any, depth: int = 0) -> Any:
     raise Unencodable(f"cannot pass a {t.__name__} to a sandboxed candidate")
 
 
-def decode(x: Any, depth: int = 0) -> Any:
-    """Decode a value from the sandbox, refusing anything outside the codec."""
+def decode(x: Any, deadline: float | None = None) -> Any:
+    """Decode a value from the sandbox, refusing anything outside the codec.
+
+    Bounded in depth, in the number of values and (given a deadline) in time; sets and dict
+    keys whose hashes collide en masse (a quadratic-time trap) are refused.
+    """
+    budget = [MAX_NODES]
+    return _decode(x, 0, budget, deadline)
+
+
+def _decode(x: Any, depth: int, budget: list[int], deadline: float | None) -> Any:
+    budget[0] -= 1
+    if budget[0] < 0:
+        raise WireError("value too large")
     if depth > MAX_DEPTH:
         raise WireError("value nested too deeply")
+    if deadline is not None and budget[0] % 4096 == 0 and time.monotonic() > deadline:
+        raise WireError("decoding ran past the deadline")
     if x is None or type(x) in (bool, int, float, str):
         return x
     if type(x) is list:
-        return [decode(v, depth + 1) for v in x]
+        return [_decode(v, depth + 1, budget, deadline) for v in x]
     if type(x) is not dict or len(x) not in (1, 2):
         raise WireError("unknown value encoding")
     try:
@@ -82,21 +101,35 @@ def decode(x: Any, depth: int = 0) -> Any:
         if len(x) != 1:
             raise WireError("unknown value encoding")
         ((tag, v),) = x.items()
-        if tag == "__t" and type(v) is list:
-            return tuple(decode(i, depth + 1) for i in v)
-        if tag == "__d" and type(v) is list:
-            return {decode(k, depth + 1): decode(val, depth + 1) for k, val in v}
-        if tag == "__s" and type(v) is list:
-            return {decode(i, depth + 1) for i in v}
-        if tag == "__f" and type(v) is list:
-            return frozenset(decode(i, depth + 1) for i in v)
+        if tag == "__i" and type(v) is str and len(v) < 100_000:
+            return int(v, 16)
         if tag == "__b" and type(v) is str:
             return base64.b64decode(v, validate=True)
         if tag == "__c" and type(v) is list and len(v) == 2:
             return complex(float(v[0]), float(v[1]))
-    except (TypeError, ValueError) as e:  # unhashable keys, bad base64, bad pairs
-        raise WireError(str(e)) from None
+        if type(v) is not list:
+            raise WireError("unknown value encoding")
+        if tag == "__t":
+            return tuple(_decode(i, depth + 1, budget, deadline) for i in v)
+        if tag == "__d":
+            pairs = [
+                (_decode(k, depth + 1, budget, deadline), _decode(val, depth + 1, budget, deadline))
+                for k, val in v
+            ]
+            _check_hashes([k for k, _ in pairs])
+            return dict(pairs)
+        if tag in ("__s", "__f"):
+            items = [_decode(i, depth + 1, budget, deadline) for i in v]
+            _check_hashes(items)
+            return set(items) if tag == "__s" else frozenset(items)
+    except (TypeError, ValueError, OverflowError) as e:  # unhashable keys, bad base64, bad pairs, inf ints
+        raise WireError(str(e)[:200]) from None
     raise WireError("unknown value encoding")
+
+
+def _check_hashes(items: list[Any]) -> None:
+    if len(items) > 256 and len({hash(i) for i in items}) * 4 < len(items):
+        raise WireError("hash-colliding set or dict keys")
 
 
 def contains_opaque(x: Any) -> Opaque | None:
