@@ -7,8 +7,9 @@ a millisecond, against tens of milliseconds for a fresh interpreter per sample.
 
 Control protocol on CTL_FD (frames: 4-byte big-endian length + UTF-8 JSON):
 
-- ``{"op": "spawn", "program", "entry_point", "limits"}`` -> ``{"pid"}`` plus
-  one file descriptor (SCM_RIGHTS): the judge's end of a socket to the child.
+- ``{"op": "spawn", "limits"}`` -> ``{"pid"}`` plus one file descriptor (SCM_RIGHTS): the
+  judge's end of a socket to an already confined child, taken from a small pool forked
+  ahead of need.
 - ``{"op": "reap", "pid"}`` -> ``{"pid", "status"}`` (the raw wait status); the child's
   directory is removed.
 
@@ -18,6 +19,7 @@ candidate writes count against one quota and never reach the host's disk.
 
 Child protocol on its socket, same framing:
 
+- judge -> child, once: ``{"program", "entry_point"}``.
 - child -> judge, once: ``{"ready": 1}``, ``{"load_exc": [type, msg]}`` or ``{"missing": name}``.
 - judge -> child ``{"call": [args, kwargs]}`` -> ``{"ok": value}`` or ``{"exc": [type, msg]}``.
 - judge -> child ``{"ping": 1}`` -> ``{"pong": 1}``.
@@ -28,6 +30,7 @@ that equals nothing, so an object with a rigged ``__eq__`` can never reach the j
 """
 
 import base64
+import collections
 import json
 import os
 import resource
@@ -483,8 +486,11 @@ def _close_fds_except(keep):
     os.closerange(low, 1 << 16)
 
 
-def _child(sock_fd, req):
-    """Everything after fork in the untrusted child. Never returns."""
+def _child(sock_fd, limits):
+    """Everything after fork in the untrusted child. Never returns.
+
+    Children are forked ahead of need: each confines itself, then waits for its program, so
+    the judge never waits for the set-up."""
     status = 70
     try:
         os.setsid()
@@ -500,7 +506,7 @@ def _child(sock_fd, req):
         os.dup2(out, 1)
         os.dup2(out, 2)
         _close_fds_except({0, 1, 2, sock_fd} | {fd for fd, _ in _ROOT_FDS})
-        _setrlimits(req["limits"], drop)
+        _setrlimits(limits, drop)
         _LIBC.prctl(38, 1, 0, 0, 0)  # PR_SET_NO_NEW_PRIVS
         _LIBC.prctl(1, signal.SIGKILL, 0, 0, 0)  # PR_SET_PDEATHSIG: die with the fork server
         _landlock(tmpdir)
@@ -512,7 +518,9 @@ def _child(sock_fd, req):
             del sys.modules[name]
         globals().pop("_LIBC", None)
         _install_audit_hook(tmpdir, sock_fd)
-        _serve(sock_fd, req["program"], req["entry_point"])
+        job = _recv(sock_fd)
+        if job is not None:
+            _serve(sock_fd, job["program"], job["entry_point"])
         status = 0
     except BaseException:
         status = 71
@@ -718,30 +726,59 @@ def _main():
     _isolate(_BASE)
     ctl_sock = socket.socket(fileno=ctl)
     _send(ctl, {"hello": 1, "landlock_abi": _ABI, "uid_drop": _NOBODY_OK})
+    pool = collections.deque()  # (pid, judge's end) of confined children waiting for a program
+    pool_key = None
+
+    def prefork(limits):
+        parent_end, child_end = socket.socketpair()
+        pid = os.fork()
+        if pid == 0:
+            os.close(parent_end.detach())
+            ctl_sock.detach()
+            os.close(ctl)
+            for _, other in pool:
+                os.close(other.detach())
+            _child(child_end.detach(), limits)
+        child_end.close()
+        pool.append((pid, parent_end))
+
+    def drain():
+        while pool:
+            pid, end = pool.popleft()
+            end.close()  # the idle child reads EOF and exits
+            os.waitpid(pid, 0)
+            _remove_tree(os.path.join(_BASE, f"s{pid}"))
+
     while True:
         req = _recv(ctl)
         if req is None:
+            drain()
             return
         op = req.get("op")
         if op == "spawn":
-            parent_end, child_end = socket.socketpair()
-            pid = os.fork()
-            if pid == 0:
-                os.close(parent_end.detach())
-                ctl_sock.detach()
-                os.close(ctl)
-                _child(child_end.detach(), req)
-            child_end.close()
+            key = json.dumps(req["limits"], sort_keys=True)
+            if key != pool_key:
+                drain()
+                pool_key = key
+            if not pool:
+                prefork(req["limits"])
+            pid, parent_end = pool.popleft()
             payload = json.dumps({"pid": pid}).encode()
             socket.send_fds(ctl_sock, [struct.pack(">I", len(payload)) + payload], [parent_end.fileno()])
             parent_end.close()
+            while len(pool) < _POOL:
+                prefork(req["limits"])
         elif op == "reap":
             try:
                 _, status = os.waitpid(int(req["pid"]), 0)
             except ChildProcessError:
                 status = None
             _remove_tree(os.path.join(_BASE, f"s{int(req['pid'])}"))
-            _send(ctl, {"pid": req["pid"], "status": status})
+            if not req.get("quiet"):
+                _send(ctl, {"pid": req["pid"], "status": status})
+
+
+_POOL = 3
 
 
 if __name__ == "__main__":

@@ -233,14 +233,20 @@ def check_completion(
         )
     flags = _safe_flags(problem["prompt"], completion)
     server = server or default_server()
-    pid, sock = server.spawn(program, problem["entry_point"], limits)
+    pid, sock = server.spawn(limits)
     channel = Channel(sock, deadline=start + limits.timeout)
     run = _Run()
+    category, exc_type, detail = "_died", "", ""
     try:
+        channel.send({"program": program, "entry_point": problem["entry_point"]})
         category, exc_type, detail = _judge(problem, prepared, channel, run)
+    except ChannelClosed:
+        pass
+    except ChannelTimeout:
+        category, exc_type, detail = "timeout", "", "wall-clock time limit"
     finally:
         channel.close()
-        status = server.finish(pid)
+        status = server.finish(pid, want_status=category == "_died")
     if category == "_died":
         category, exc_type, detail = _from_status(status)
     passed = run.passed if prepared.n_cases else int(category == PASS)

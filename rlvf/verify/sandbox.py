@@ -201,25 +201,29 @@ class ForkServer:
                         raise
         raise SandboxError("unreachable")
 
-    def spawn(self, program: str, entry_point: str, limits: Limits) -> tuple[int, socket.socket]:
-        reply, fds = self._request(
-            {
-                "op": "spawn",
-                "program": program,
-                "entry_point": entry_point,
-                "limits": limits.child(),
-            }
-        )
+    def spawn(self, limits: Limits) -> tuple[int, socket.socket]:
+        """A confined child waiting for its program (send it `{"program", "entry_point"}`)."""
+        reply, fds = self._request({"op": "spawn", "limits": limits.child()})
         if not fds:
             raise SandboxError("the sandbox fork server sent no channel")
         return int(reply["pid"]), socket.socket(fileno=fds[0])
 
-    def finish(self, pid: int) -> int | None:
-        """Kill the child's whole process group, reap it, and return its wait status."""
+    def finish(self, pid: int, want_status: bool = True) -> int | None:
+        """Kill the child's whole process group and have it reaped; its wait status if wanted.
+
+        Without `want_status` the reap is queued and not waited for."""
         try:
-            os.killpg(pid, signal.SIGKILL)  # the pid is held (unreaped) until we reap it
+            os.killpg(pid, signal.SIGKILL)  # the pid is held (unreaped) until it is reaped
         except (ProcessLookupError, PermissionError):
             pass
+        if not want_status:
+            with self._lock:
+                if self._ctl is not None and self._proc is not None and self._proc.poll() is None:
+                    try:
+                        self._ctl.sendall(_frame({"op": "reap", "pid": pid, "quiet": 1}))
+                        return None
+                    except OSError:
+                        pass
         reply, _ = self._request({"op": "reap", "pid": pid})
         return reply.get("status")
 

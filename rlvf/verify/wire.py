@@ -55,6 +55,8 @@ def encode(x: Any, depth: int = 0) -> Any:
     if x is None or t in (bool, int, float, str):
         return x
     if t is list:
+        if all(type(v) in _FLAT or (type(v) is int and -_BIG <= v <= _BIG) for v in x):  # nothing to rewrite
+            return x
         return [encode(v, depth + 1) for v in x]
     if t is tuple:
         return {"__t": [encode(v, depth + 1) for v in x]}
@@ -71,14 +73,22 @@ def encode(x: Any, depth: int = 0) -> Any:
     raise Unencodable(f"cannot pass a {t.__name__} to a sandboxed candidate")
 
 
+_FLAT = (bool, float, str, type(None))
+
+
 def decode(x: Any, deadline: float | None = None) -> Any:
     """Decode a value from the sandbox, refusing anything outside the codec.
 
     Bounded in depth, in the number of values and (given a deadline) in time; sets and dict
     keys whose hashes collide en masse (a quadratic-time trap) are refused.
     """
+    if x is None or type(x) in _SCALARS:  # the common answer: one plain scalar
+        return x
     budget = [MAX_NODES]
     return _decode(x, 0, budget, deadline)
+
+
+_SCALARS = (bool, int, float, str)
 
 
 def _decode(x: Any, depth: int, budget: list[int], deadline: float | None) -> Any:
