@@ -115,7 +115,7 @@ def main() -> int:
     import mlflow
 
     from rlvf.config import load_config
-    from rlvf.train.common import cpu_threads
+    from rlvf.runtime import cpu_threads
 
     mlflow.set_tracking_uri(f"sqlite:///{work}/mlflow.db")
     cfg = load_config(

@@ -377,22 +377,45 @@ def _pass1(metrics: dict[str, float], suite: str, prefix: str) -> tuple[float, f
     return metrics[k], metrics.get(schema.eval_metric(suite, "pass_at_1_stderr", prefix), 0.0)
 
 
-def _compare_lines(cfg: Any, metrics: dict[str, float], method: str) -> list[str]:
+def paired_delta(new: Any, base: Any) -> tuple[float, float]:
+    """Mean and stderr over tasks of (new - base) per-task pass rates: the paired comparison of
+    two EvalResults on the same tasks (tighter than combining the two unpaired stderrs)."""
+    from rlvf.metrics import mean_std, task_pass_rates
+
+    if new.task_ids != base.task_ids:
+        raise ValueError("paired_delta: the results cover different tasks")
+    d = [a - b for a, b in zip(task_pass_rates(new), task_pass_rates(base), strict=True)]
+    m, sd = mean_std(d)
+    return m, sd / len(d) ** 0.5 if d else 0.0
+
+
+def compare_with_base(run: Any, evals: dict[str, Any], bases: dict[str, Any], method: str) -> list[str]:
+    """Log `compare/<suite>/...` (delta of pass@1, its unpaired and paired stderr, z) and return
+    one summary line per suite."""
+    from rlvf.metrics import summarize
+
     lines = []
-    for suite in cfg["eval.suites"]:
-        new = _pass1(metrics, suite, schema.EVAL_PREFIX)
-        base = _pass1(metrics, suite, schema.BASE_EVAL_PREFIX)
-        if new is None:
+    for suite, ev in evals.items():
+        if suite not in bases:
             continue
-        if base is None:
-            lines.append(f"{suite} pass@1 {new[0]:.3f} ± {new[1]:.3f} (stderr over tasks)")
-            continue
-        delta = new[0] - base[0]
-        se = (new[1] ** 2 + base[1] ** 2) ** 0.5
-        z = delta / se if se > 0 else float("inf") if delta else 0.0
+        new, base = summarize(ev.result)["pass_at_1"], summarize(bases[suite].result)["pass_at_1"]
+        delta = new["mean"] - base["mean"]
+        se = (new["stderr"] ** 2 + base["stderr"] ** 2) ** 0.5
+        pd, pse = paired_delta(ev.result, bases[suite].result)
+        key = schema.suite_key(suite)
+        run.metrics(
+            {
+                f"compare/{key}/delta_pass_at_1": delta,
+                f"compare/{key}/delta_stderr": se,
+                f"compare/{key}/delta_stderr_paired": pse,
+                f"compare/{key}/z": delta / se if se else 0.0,
+                f"compare/{key}/z_paired": pd / pse if pse else 0.0,
+            }
+        )
         lines.append(
-            f"{suite} pass@1: base {base[0]:.3f} ± {base[1]:.3f} -> {method} {new[0]:.3f} ± {new[1]:.3f} "
-            f"({delta:+.3f}, {z:+.1f} combined stderr)"
+            f"{suite} pass@1: base {base['mean']:.3f} ± {base['stderr']:.3f} -> {method} {new['mean']:.3f} "
+            f"± {new['stderr']:.3f}: {delta:+.3f} = {delta / se if se else 0:+.1f} x combined stderr "
+            f"({pd / pse if pse else 0:+.1f} x paired stderr)"
         )
     return lines
 
@@ -415,6 +438,7 @@ def finish_training(cfg: Any, run: Any, trained: Any, result: StageResult) -> No
         )
     label = f"{cfg.method}:{run.run_id[:8]}"
     t0 = time.perf_counter()
+    bases: dict[str, Any] = {}
     with active_model(model_id):
         evals = evaluate(
             trained.spec,
@@ -431,12 +455,18 @@ def finish_training(cfg: Any, run: Any, trained: Any, result: StageResult) -> No
         from rlvf.tracking.evallog import log_eval_result
 
         t0 = time.perf_counter()
-        for _suite, ev in base_eval(cfg).items():
+        bases = base_eval(cfg)
+        for _suite, ev in bases.items():
             result.metrics.update(
                 log_eval_result(run.run_id, ev.result, prefix=schema.BASE_EVAL_PREFIX, client=run.client)
             )
         _log(f"base eval recorded in {time.perf_counter() - t0:.1f}s")
-    result.summary.extend(_compare_lines(cfg, result.metrics, cfg.method))
+    result.summary.extend(compare_with_base(run, evals, bases, cfg.method))
+    if not bases:
+        for suite, ev in evals.items():
+            p = _pass1(result.metrics, suite, schema.EVAL_PREFIX)
+            if p is not None:
+                result.summary.append(f"{suite} pass@1 {p[0]:.3f} ± {p[1]:.3f} ({ev.result.policy})")
     if model_id and cfg["registry.register"]:
         name = cfg["registry.name"] or registered_model_name(cfg["model.policy"])
         tags = {
@@ -674,7 +704,8 @@ def _run_eval(cfg: Any) -> StageResult:
 
 def _with_threads(fn):
     def stage(cfg: Any) -> StageResult:
-        from rlvf.train.common import cpu_threads, quiet
+        from rlvf.runtime import cpu_threads
+        from rlvf.train.common import quiet
 
         with cpu_threads(cfg["model.device"]), quiet(cfg["tracking.progress"]):
             return fn(cfg)

@@ -130,12 +130,13 @@ def _one_line(e: BaseException) -> str:
 class Run:
     """The run an entry point writes to: buffered metrics, tags, artifacts.
 
-    Metrics are buffered and sent with `log_batch` by one background thread (so training
-    does not wait on the store) every `flush_every_s` seconds; `flush()` sends the rest and
-    waits for everything sent so far.
+    Metrics are buffered and sent with `log_batch` by one background thread; while training
+    (`background(2.0)`, set by the tracking callback) a batch goes out every 2 s so training
+    never waits on the store. Otherwise, and at the end, `flush()` sends the rest and waits,
+    so nothing else writes to the store while a batch is in flight.
     """
 
-    def __init__(self, run_id: str, mlflow_client: Any, flush_every_s: float = 2.0):
+    def __init__(self, run_id: str, mlflow_client: Any, flush_every_s: float | None = None):
         from concurrent.futures import ThreadPoolExecutor
 
         self.run_id = run_id
@@ -157,8 +158,14 @@ class Run:
         ts = timestamp_ms if timestamp_ms is not None else int(time.time() * 1000)
         with self._lock:
             self._metrics.append(Metric(key, float(value), ts, int(step), model_id=self.model_id))
-        if time.monotonic() - self._last_flush > self.flush_every_s:
+        if self.flush_every_s is not None and time.monotonic() - self._last_flush > self.flush_every_s:
             self.flush(wait=False)
+
+    def background(self, every_s: float | None) -> None:
+        """Send buffered metrics every `every_s` seconds without waiting (None: only on flush)."""
+        if every_s is None:
+            self.flush()
+        self.flush_every_s = every_s
 
     def metrics(self, values: Mapping[str, float], step: int = 0) -> None:
         ts = int(time.time() * 1000)

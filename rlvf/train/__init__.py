@@ -1,6 +1,5 @@
-"""Training: SFT and DPO through TRL, logged through rlvf's own callback."""
+"""Training: SFT and DPO through TRL, logged through rlvf's own callback.
 
-from rlvf.train.callback import TrackingCallback
-from rlvf.train.common import TrainResult
-
-__all__ = ["TrackingCallback", "TrainResult"]
+Submodules are imported where used (`rlvf.train.dpo`, `rlvf.train.sft`, `rlvf.train.callback`)
+so that importing `rlvf.train` stays free of transformers and torch.
+"""

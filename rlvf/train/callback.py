@@ -65,6 +65,8 @@ class TrackingCallback(TrainerCallback):
 
     def on_train_begin(self, args, state, control, **kwargs):
         self.t0 = time.perf_counter()
+        if self.run is not None:
+            self.run.background(2.0)
 
     def on_log(self, args, state, control, logs=None, **kwargs):
         if not logs:
@@ -87,6 +89,7 @@ class TrackingCallback(TrainerCallback):
         self.steps = state.global_step
         if self.run is None:
             return
+        self.run.background(None)
         self.run.metrics(
             {"train/steps": self.steps, "train/wall_s": self.wall_s, "train/peak_mem_mb": peak_mem_mb()}
         )

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from rlvf.errors import UserError
+from rlvf.runtime import cpu_threads  # noqa: F401  (re-exported: older imports)
 
 POLICY_FILE = "rlvf_policy.json"  # next to the weights / adapter: how to load them back
 
@@ -155,29 +156,6 @@ def save_policy(trainer: Any, tok: Any, out: Path, cfg: Any, init_spec: Any) -> 
     if is_lora:
         return PolicySpec(base=base, revision=init_spec.revision, adapter=str(out), **kw)
     return PolicySpec(base=str(out), **kw)
-
-
-@contextlib.contextmanager
-def cpu_threads(device: str = "auto"):
-    """torch's CPU threads for a stage: RLVF_THREADS if set, else 1 on CPU.
-
-    rlvf's embedded models are tiny: their ops are too small to split across threads, and
-    with other processes on the machine two threads made them ~30x slower here (each op
-    waits for a descheduled thread). On CUDA the setting is left alone.
-    """
-    import torch
-
-    want = os.environ.get("RLVF_THREADS", "").strip()
-    if not want and (device.startswith("cuda") or (device == "auto" and torch.cuda.is_available())):
-        yield
-        return
-    n = int(want) if want else 1
-    old = torch.get_num_threads()
-    torch.set_num_threads(max(1, n))
-    try:
-        yield
-    finally:
-        torch.set_num_threads(old)
 
 
 @contextlib.contextmanager

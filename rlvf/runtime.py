@@ -1,0 +1,34 @@
+"""Process-level settings for running rlvf's models: torch's CPU threads.
+
+Light on purpose (torch is imported only when called): `rlvf.generate`, `rlvf.models` and the
+pipeline all use it, and the CLI must start fast.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Iterator
+
+
+@contextlib.contextmanager
+def cpu_threads(device: str = "auto") -> Iterator[None]:
+    """torch's CPU threads for a stage: RLVF_THREADS if set, else 1 on CPU.
+
+    rlvf's embedded models are tiny: their ops are too small to split across threads, and
+    with other processes on the machine two threads made them ~30x slower here (each op
+    waits for a descheduled thread). On CUDA the setting is left alone.
+    """
+    import torch
+
+    want = os.environ.get("RLVF_THREADS", "").strip()
+    if not want and (device.startswith("cuda") or (device == "auto" and torch.cuda.is_available())):
+        yield
+        return
+    n = int(want) if want else 1
+    old = torch.get_num_threads()
+    torch.set_num_threads(max(1, n))
+    try:
+        yield
+    finally:
+        torch.set_num_threads(old)
