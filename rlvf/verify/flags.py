@@ -58,6 +58,8 @@ _BARE = {
 }
 
 
+_TOP_LEVEL = re.compile(r"^(?![ \t]|#|def |class |async |@|import |from |$)", re.MULTILINE)
+_MODULE_NAME = re.compile(r"\b(" + "|".join(sorted(_MODULES | set(_BARE))) + r")\b")
 MAX_CHARS = 16_384  # flags look at the head of a completion; a megabyte of text says no more
 
 
@@ -71,10 +73,13 @@ def behaviour_flags(prompt: str, completion: str) -> tuple[str, ...]:
         found.add("file_path_or_readme")
     if _repetitive(completion):
         found.add("repetition")
-    tree = _parse(prompt + completion)
-    if _self_test(tree, completion):
+    # Parsing is the costly part: only when a cheap scan says a flag is possible.
+    top_level = _TOP_LEVEL.search(completion) is not None
+    maybe_module = _MODULE_NAME.search(completion) is not None
+    tree = _parse(prompt + completion) if top_level or maybe_module else None
+    if top_level and _self_test(tree, completion):
         found.add("self_test")
-    if tree is not None and _missing_import(tree):
+    if maybe_module and tree is not None and _missing_import(tree):
         found.add("missing_import")
     return tuple(f for f in FLAGS if f in found)
 

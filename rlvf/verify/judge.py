@@ -94,6 +94,20 @@ _cache: dict[str, _Prepared] = {}
 _cache_lock = threading.Lock()
 
 
+_COMPOUND = (ast.For, ast.AsyncFor, ast.While, ast.If, ast.With, ast.AsyncWith, ast.Try, ast.Match)
+
+
+def _is_case(stmt: ast.stmt) -> bool:
+    """A top-level statement of check() that asserts something about the candidate.
+
+    Asserts are statements, so only an Assert or a compound statement can hold one."""
+    if isinstance(stmt, ast.Assert):
+        return not isinstance(stmt.test, ast.Constant)
+    if isinstance(stmt, _COMPOUND):
+        return any(isinstance(a, ast.Assert) and not isinstance(a.test, ast.Constant) for a in ast.walk(stmt))
+    return False
+
+
 def _instrument(test_src: str) -> tuple[ast.Module, str, int]:
     """Wrap each asserting top-level statement of check() so it counts as one case."""
     tree = ast.parse(test_src)
@@ -106,38 +120,42 @@ def _instrument(test_src: str) -> tuple[ast.Module, str, int]:
     n = 0
     body: list[ast.stmt] = []
     for stmt in check.body:
-        asserts = [
-            a for a in ast.walk(stmt) if isinstance(a, ast.Assert) and not isinstance(a.test, ast.Constant)
-        ]
-        if not asserts:
+        if not _is_case(stmt):
             body.append(stmt)
             continue
-        wrapped = ast.Try(
-            body=[stmt],
-            handlers=[
-                ast.ExceptHandler(type=ast.Name("__rlvf_fatal", ast.Load()), name=None, body=[ast.Raise()]),
-                ast.ExceptHandler(
-                    type=ast.Name("BaseException", ast.Load()),
-                    name="__rlvf_e",
-                    body=[
-                        ast.Expr(
-                            ast.Call(
-                                ast.Name("__rlvf_fail", ast.Load()),
-                                [ast.Constant(n), ast.Name("__rlvf_e", ast.Load())],
-                                [],
-                            )
-                        )
-                    ],
-                ),
-            ],
-            orelse=[ast.Expr(ast.Call(ast.Name("__rlvf_ok", ast.Load()), [ast.Constant(n)], []))],
-            finalbody=[],
-        )
-        body.append(wrapped)
+        body.append(_wrap_case(stmt, n))
         n += 1
     check.body = body
-    ast.fix_missing_locations(tree)
     return tree, check.name, n
+
+
+def _wrap_case(stmt: ast.stmt, i: int) -> ast.Try:
+    """try: <stmt> / except fatal: raise / except BaseException as e: fail(i, e) / else: ok(i)."""
+    pos = {
+        "lineno": stmt.lineno,
+        "col_offset": stmt.col_offset,
+        "end_lineno": stmt.end_lineno,
+        "end_col_offset": stmt.end_col_offset,
+    }
+
+    def name(n: str) -> ast.Name:
+        return ast.Name(n, ast.Load(), **pos)
+
+    def call(fn: str, *args: ast.expr) -> ast.Expr:
+        return ast.Expr(ast.Call(name(fn), [ast.Constant(i, **pos), *args], [], **pos), **pos)
+
+    return ast.Try(
+        body=[stmt],
+        handlers=[
+            ast.ExceptHandler(name("__rlvf_fatal"), None, [ast.Raise(None, None, **pos)], **pos),
+            ast.ExceptHandler(
+                name("BaseException"), "__rlvf_e", [call("__rlvf_fail", name("__rlvf_e"))], **pos
+            ),
+        ],
+        orelse=[call("__rlvf_ok")],
+        finalbody=[],
+        **pos,
+    )
 
 
 def prepare(problem: dict[str, Any]) -> _Prepared:
