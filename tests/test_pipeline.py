@@ -133,6 +133,10 @@ def test_dpo_run_layout(client, dpo_run):
         ):
             assert schema.eval_metric("procedural", name, prefix) in m, (prefix, name)
     assert m["eval/procedural/n_tasks"] == cfg["eval.limit"] == m["base_eval/procedural/n_tasks"]
+    assert m["compare/procedural/delta_pass_at_1"] == pytest.approx(
+        m["eval/procedural/pass_at_1"] - m["base_eval/procedural/pass_at_1"]
+    )
+    assert "compare/procedural/delta_stderr_paired" in m
     # artifacts
     arts = set(_artifacts(client, res.run_id))
     for a in (
@@ -318,7 +322,9 @@ def test_bootstrap_run(client, store):
     res = run_bootstrap(load_config("bootstrap", "small"))
     r = client.get_run(res.run_id)
     assert r.info.status == "FINISHED"
-    assert r.data.tags[schema.TAG_KIND] == "bootstrap" and r.data.tags[schema.TAG_BASE_MODEL] == "embedded:small"
+    assert (
+        r.data.tags[schema.TAG_KIND] == "bootstrap" and r.data.tags[schema.TAG_BASE_MODEL] == "embedded:small"
+    )
     assert r.data.metrics["bootstrap/parameters"] > 0 and r.data.metrics["train/steps"] > 0
     info = json.loads(Path(client.download_artifacts(res.run_id, "bootstrap.json")).read_text())
     assert r.data.tags[schema.TAG_BASE_REVISION] == f"bootstrap-{info['key']}"

@@ -157,6 +157,33 @@ def _policy_label(cfg: Any) -> str:
     return base_model_tag(cfg["model.policy"])
 
 
+def ensure_base(cfg: Any, run: Any) -> None:
+    """Bootstrap the embedded base on first use, saying so (it takes minutes, silently otherwise),
+    and record how long it took as `time/bootstrap_s`."""
+    from rlvf.models.loader import is_embedded
+
+    policy = cfg["model.policy"]
+    if not is_embedded(policy):
+        return
+    from rlvf.models.bootstrap import (
+        DEFAULT_SEED,
+        bootstrap,
+        default_dir,
+        get_config,
+        is_complete,
+        parse_embedded,
+    )
+
+    name = parse_embedded(policy)
+    if is_complete(default_dir(get_config(name), DEFAULT_SEED)):
+        return
+    _log(f"bootstrapping the embedded model '{name}' (first use only; it is cached for later runs)")
+    t0 = time.perf_counter()
+    path = bootstrap(name, seed=DEFAULT_SEED, progress=cfg["tracking.progress"])
+    run.metrics({"time/bootstrap_s": time.perf_counter() - t0})
+    _log(f"embedded model ready in {time.perf_counter() - t0:.0f}s: {path}")
+
+
 def _base_revision(cfg: Any) -> str | None:
     """The embedded model's bootstrap key stands in for a hub revision."""
     from rlvf.models.loader import is_embedded
@@ -540,6 +567,7 @@ def _run_pairs(cfg: Any) -> StageResult:
     with start_run(
         cfg, "pairs", parent_run_id=init.run_id if init else None, base_revision=_base_revision(cfg)
     ) as run:
+        ensure_base(cfg, run)
         policy = load_policy(_spec(cfg, init)) if init else None
         pairs = make_pairs(cfg, run, policy, name)
         res = StageResult(run.run_id, "pairs", cfg.hash, n_pairs=len(pairs))
@@ -569,6 +597,7 @@ def _run_dpo(cfg: Any) -> StageResult:
     t0 = time.perf_counter()
     with start_run(cfg, "train", parent_run_id=parent, base_revision=_base_revision(cfg)) as run:
         res = StageResult(run.run_id, "dpo", cfg.hash)
+        ensure_base(cfg, run)
         if pairs is None:
             policy = load_policy(_spec(cfg, init)) if init else None
             name = _policy_label(cfg) if init is None else f"init:{init.run_id or init.directory.name}"
@@ -624,6 +653,7 @@ def _run_sft(cfg: Any) -> StageResult:
         cfg, "train", parent_run_id=init.run_id if init else None, base_revision=_base_revision(cfg)
     ) as run:
         res = StageResult(run.run_id, "sft", cfg.hash)
+        ensure_base(cfg, run)
         name = _policy_label(cfg) if init is None else f"init:{init.run_id or init.directory.name}"
         if rows is None:
             tasks = _training_tasks(cfg)
@@ -683,6 +713,7 @@ def _run_eval(cfg: Any) -> StageResult:
         base_revision=_base_revision(cfg),
     ) as run:
         res = StageResult(run.run_id, "eval", cfg.hash)
+        ensure_base(cfg, run)
         if init is None:
             evals = base_eval(cfg)  # the same cache the training runs' base_eval uses
         else:
