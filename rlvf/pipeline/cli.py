@@ -180,7 +180,13 @@ def make_command(method: str, help_text: str) -> click.Command:
     """`rlvf <method>`: the same entry point as a click command."""
 
     def callback(recipe: str | None, sets: tuple[str, ...], **named: Any) -> None:
-        run_entry(method, recipe, overrides_from(method, named, sets, {}))
+        from rlvf.tracking.runs import RunKilled
+
+        try:
+            run_entry(method, recipe, overrides_from(method, named, sets, {}))
+        except RunKilled as e:  # the group turns UserError and Ctrl-C into one line; SIGTERM too
+            click.echo(f"error: {e}", err=True)
+            sys.exit(143)
 
     params: list[click.Parameter] = [
         click.Option(["--recipe", "-r"], default=None, help="Recipe name or YAML path (default: default)."),
