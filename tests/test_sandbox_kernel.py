@@ -21,6 +21,7 @@ sys.path.insert(0, {zdir!r})
 import _zygote as z
 if not z._ABI:
     print("NO_LANDLOCK"); raise SystemExit(0)
+z._build_shared_ruleset(os.path.dirname({tmp!r}))
 assert z._landlock({tmp!r})
 results = {{}}
 def attempt(name, fn):

@@ -218,38 +218,72 @@ if _ABI:
             _ROOT_FDS.append((_fd, _FS_DIR_READ if os.path.isdir(_p) else _FS_FILE_READ))
 
 
-def _landlock(tmpdir):
-    """Allow reads of the stdlib, read-write of tmpdir, no TCP, no signals outside."""
-    if not _ABI:
-        return False
-    fs_mask = (1 << 13) - 1
+def _fs_mask():
+    mask = (1 << 13) - 1
     if _ABI >= 2:
-        fs_mask |= 1 << 13
+        mask |= 1 << 13  # REFER
     if _ABI >= 3:
-        fs_mask |= 1 << 14
+        mask |= 1 << 14  # TRUNCATE
     if _ABI >= 5:
-        fs_mask |= 1 << 15
-    net_mask = 3 if _ABI >= 4 else 0
-    scoped = 3 if _ABI >= 6 else 0
-    attr = struct.pack("<QQQ", fs_mask, net_mask, scoped)
+        mask |= 1 << 15  # IOCTL_DEV
+    return mask
+
+
+# Rights that change the file system: write, remove, make, refer, truncate.
+_WRITE_RIGHTS = (1 << 1) | sum(1 << b for b in range(4, 15))
+# Never granted anywhere: device and symlink creation, cross-directory links.
+_NEVER = (1 << 6) | (1 << 11) | (1 << 12) | (1 << 13)
+_FILE_RIGHTS = (1 << 0) | (1 << 1) | (1 << 2) | (1 << 14) | (1 << 15)
+
+
+def _ruleset(fs, net, scoped, rules):
+    """A Landlock ruleset fd handling `fs`/`net`/`scoped`, allowing each (fd, rights) beneath."""
+    attr = struct.pack("<QQQ", fs, net if _ABI >= 4 else 0, scoped if _ABI >= 6 else 0)
     size = 24 if _ABI >= 6 else (16 if _ABI >= 4 else 8)
     buf = ctypes.create_string_buffer(attr[:size], size)
     rfd = _LIBC.syscall(444, buf, ctypes.c_size_t(size), ctypes.c_uint32(0))
     if rfd < 0:
-        return False
-    file_rights = fs_mask & ((1 << 0) | (1 << 1) | (1 << 2) | (1 << 14) | (1 << 15))
-    tfd = os.open(tmpdir, os.O_PATH | os.O_CLOEXEC)
-    rules = list(_ROOT_FDS)
-    rules.append((tfd, fs_mask & ~((1 << 6) | (1 << 11) | (1 << 12) | (1 << 13))))
+        return -1
     for fd, rights in rules:
-        rule = ctypes.create_string_buffer(struct.pack("<Qi", rights, fd), 12)
-        if _LIBC.syscall(445, ctypes.c_int(rfd), ctypes.c_int(1), rule, ctypes.c_uint32(0)) != 0:
-            # A file root only takes file rights.
-            rule = ctypes.create_string_buffer(struct.pack("<Qi", rights & file_rights, fd), 12)
-            _LIBC.syscall(445, ctypes.c_int(rfd), ctypes.c_int(1), rule, ctypes.c_uint32(0))
-    ok = _LIBC.syscall(446, ctypes.c_int(rfd), ctypes.c_uint32(0)) == 0
-    os.close(rfd)
+        for r in (rights & fs, rights & fs & _FILE_RIGHTS):  # a file root only takes file rights
+            rule = ctypes.create_string_buffer(struct.pack("<Qi", r, fd), 12)
+            if _LIBC.syscall(445, ctypes.c_int(rfd), ctypes.c_int(1), rule, ctypes.c_uint32(0)) == 0:
+                break
+    return rfd
+
+
+_SHARED_RULESET = -1
+
+
+def _build_shared_ruleset(base):
+    """Once, in the fork server: read the stdlib, use BASE, no TCP, no signals outside.
+
+    Built once because it has a rule per stdlib entry; each child then stacks a one-rule
+    layer that confines writes to its own directory (see `_landlock`)."""
+    global _SHARED_RULESET
+    if not _ABI:
+        return
+    bfd = os.open(base, os.O_PATH | os.O_CLOEXEC)
+    fs = _fs_mask()
+    _SHARED_RULESET = _ruleset(fs, 3, 3, [*_ROOT_FDS, (bfd, fs & ~_NEVER)])
+    os.close(bfd)
+    for fd, _ in _ROOT_FDS:
+        os.close(fd)
+    _ROOT_FDS.clear()
+
+
+def _landlock(tmpdir):
+    """In the child: the shared layer, then a layer that allows writes in tmpdir only."""
+    if _SHARED_RULESET < 0:
+        return False
+    ok = _LIBC.syscall(446, ctypes.c_int(_SHARED_RULESET), ctypes.c_uint32(0)) == 0
+    writes = _WRITE_RIGHTS & _fs_mask()
+    tfd = os.open(tmpdir, os.O_PATH | os.O_CLOEXEC)
+    own = _ruleset(writes, 0, 0, [(tfd, writes & ~_NEVER)])
     os.close(tfd)
+    ok = ok and own >= 0 and _LIBC.syscall(446, ctypes.c_int(own), ctypes.c_uint32(0)) == 0
+    if own >= 0:
+        os.close(own)
     return ok
 
 
@@ -505,13 +539,13 @@ def _child(sock_fd, limits):
         os.dup2(null, 0)
         os.dup2(out, 1)
         os.dup2(out, 2)
-        _close_fds_except({0, 1, 2, sock_fd} | {fd for fd, _ in _ROOT_FDS})
+        _close_fds_except({0, 1, 2, sock_fd, _SHARED_RULESET})
         _setrlimits(limits, drop)
         _LIBC.prctl(38, 1, 0, 0, 0)  # PR_SET_NO_NEW_PRIVS
         _LIBC.prctl(1, signal.SIGKILL, 0, 0, 0)  # PR_SET_PDEATHSIG: die with the fork server
         _landlock(tmpdir)
-        for fd, _ in _ROOT_FDS:
-            os.close(fd)
+        if _SHARED_RULESET >= 0:
+            os.close(_SHARED_RULESET)
         resource.setrlimit(resource.RLIMIT_NOFILE, (32, 32))
         _seccomp(os.getpid())
         for name in [m for m in sys.modules if m == "ctypes" or m.startswith(("ctypes.", "_ctypes"))]:
@@ -724,6 +758,7 @@ def _main():
     # No PR_SET_PDEATHSIG here: it fires when the *thread* that started us exits. We exit
     # when the judging process closes the control socket instead.
     _isolate(_BASE)
+    _build_shared_ruleset(_BASE)
     ctl_sock = socket.socket(fileno=ctl)
     _send(ctl, {"hello": 1, "landlock_abi": _ABI, "uid_drop": _NOBODY_OK})
     pool = collections.deque()  # (pid, judge's end) of confined children waiting for a program

@@ -15,8 +15,8 @@ from rlvf.verify.sandbox import ForkServer, Limits
 
 
 def default_workers() -> int:
-    """One judge per core plus one, so a core never idles while a judge waits on its child."""
-    return (os.cpu_count() or 1) + 1
+    """Two judges per core: while one waits on its child, the other keeps the core busy."""
+    return 2 * (os.cpu_count() or 1)
 
 
 def verify_samples(

@@ -56,7 +56,7 @@ def read_samples(path: Path) -> list[Sample]:
     help="Instances per type x difficulty of a procedural suite.",
 )
 @click.option("--timeout", type=float, default=3.0, show_default=True, help="Wall-clock seconds per sample.")
-@click.option("--workers", type=int, default=None, help="Parallel judges (default: cores + 1).")
+@click.option("--workers", type=int, default=None, help="Parallel judges (default: 2 per core).")
 @click.option(
     "--out",
     type=click.Path(path_type=Path),
