@@ -59,7 +59,9 @@ def test_complete_body_is_left_alone():
 def test_chat_fences_are_stripped_and_trailing_prose_dropped():
     raw = (
         "Sure! Here is the implementation:\n\n```python\nfrom typing import List\n\n\n"
-        "def running_max(values: List[int]) -> List[int]:\n" + BODY + "\n\nprint(running_max([1, 2]))\n```\n\n"
+        "def running_max(values: List[int]) -> List[int]:\n"
+        + BODY
+        + "\n\nprint(running_max([1, 2]))\n```\n\n"
         "This runs in O(n) time."
     )
     c = clean_completion(PROMPT, raw, "running_max")

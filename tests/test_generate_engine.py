@@ -54,8 +54,9 @@ def test_completions_end_with_the_function(tiny_model):
 def test_missing_entry_point_is_reported_as_format_failure(tiny_model):
     task = _tasks(1)[0]
     renamed = dataclasses.replace(task, entry_point="name_the_tests_call")
-    samples, stats = generate(tiny_model, [renamed, task], SamplingSettings(n=2, max_new_tokens=48),
-                              progress=False)
+    samples, stats = generate(
+        tiny_model, [renamed, task], SamplingSettings(n=2, max_new_tokens=48), progress=False
+    )
     assert [s.settings.get("format_error") for s in samples[:2]] == [MISSING_ENTRY_POINT] * 2
     assert all("format_error" not in s.settings for s in samples[2:])
     assert stats.format_errors == 2
@@ -63,9 +64,29 @@ def test_missing_entry_point_is_reported_as_format_failure(tiny_model):
 
 def test_sample_cli_writes_what_verify_reads(tiny_policy, tmp_path):
     out = tmp_path / "samples.jsonl"
-    r = CliRunner().invoke(main, ["sample", "--policy", "embedded:small", "--suite", "procedural", "--limit", "3",
-                                  "--n", "2", "--temperature", "0.8", "--seed", "0", "--max-new-tokens", "96",
-                                  "--out", str(out), "--quiet"])
+    r = CliRunner().invoke(
+        main,
+        [
+            "sample",
+            "--policy",
+            "embedded:small",
+            "--suite",
+            "procedural",
+            "--limit",
+            "3",
+            "--n",
+            "2",
+            "--temperature",
+            "0.8",
+            "--seed",
+            "0",
+            "--max-new-tokens",
+            "96",
+            "--out",
+            str(out),
+            "--quiet",
+        ],
+    )
     assert r.exit_code == 0, r.output
     rows = [obj for _, obj in read_jsonl(out)]
     assert len(rows) == 6 and {"task_id", "completion", "index"} <= rows[0].keys()

@@ -19,7 +19,7 @@ from rlvf.models import (
 
 
 def test_four_bit_on_cpu_is_a_clear_user_error(tiny_policy):
-    with pytest.raises(UserError, match="4-bit .*CUDA GPU"):
+    with pytest.raises(UserError, match=r"4-bit .*CUDA GPU"):
         load_policy(PolicySpec(base=str(tiny_policy), device="cpu", load_in_4bit=True))
 
 
@@ -30,7 +30,7 @@ def test_spec_and_path_errors_are_user_errors(tmp_path):
         PolicySpec(base="")
     with pytest.raises(UserError, match="no such model directory"):
         resolve_base(str(tmp_path / "nope"))
-    with pytest.raises(UserError, match="no config.json"):
+    with pytest.raises(UserError, match=r"no config\.json"):
         resolve_base(str(tmp_path))
     with pytest.raises(UserError, match="unknown config 'huge'"):
         resolve_base("embedded:huge")
@@ -67,7 +67,15 @@ def test_lora_defaults_are_seed_002s():
     cfg = peft_config(LoraSpec())
     assert (cfg.r, cfg.lora_alpha, cfg.lora_dropout) == (16, 32, 0.05)
     assert set(cfg.target_modules) == set(DEFAULT_LORA_TARGETS)
-    assert set(DEFAULT_LORA_TARGETS) == {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"}
+    assert set(DEFAULT_LORA_TARGETS) == {
+        "q_proj",
+        "k_proj",
+        "v_proj",
+        "o_proj",
+        "gate_proj",
+        "up_proj",
+        "down_proj",
+    }
     assert peft_config(LoraSpec(enabled=False)) is None  # full fine-tuning
     assert peft_config(LoraSpec(targets=("all-linear",))).target_modules == "all-linear"
 
@@ -81,7 +89,7 @@ def test_apply_lora_trains_only_adapters_and_adapter_round_trips(tmp_path, tiny_
     peft_model = apply_lora(model, LoraSpec(r=4, alpha=8))
     trainable = [n for n, p in peft_model.named_parameters() if p.requires_grad]
     assert trainable and all("lora_" in n for n in trainable)
-    wrapped = {n.split(".")[-2] for n in trainable if n.endswith("lora_A.default.weight")}
+    wrapped = {n.split(".")[-4] for n in trainable if n.endswith("lora_A.default.weight")}
     assert wrapped == set(DEFAULT_LORA_TARGETS)
     # move the adapter away from zero so the round trip is observable
     with torch.no_grad():
@@ -93,7 +101,9 @@ def test_apply_lora_trains_only_adapters_and_adapter_round_trips(tmp_path, tiny_
     peft_model.eval()
     with torch.no_grad():
         want = peft_model(ids).logits
-    loaded, _ = load_policy(PolicySpec(base=str(tiny_policy), adapter=str(tmp_path / "adapter"), device="cpu"))
+    loaded, _ = load_policy(
+        PolicySpec(base=str(tiny_policy), adapter=str(tmp_path / "adapter"), device="cpu")
+    )
     base, _ = load_policy(PolicySpec(base=str(tiny_policy), device="cpu"))
     with torch.no_grad():
         got = loaded(ids).logits
@@ -104,6 +114,7 @@ def test_apply_lora_trains_only_adapters_and_adapter_round_trips(tmp_path, tiny_
 
 
 def test_gradient_checkpointing_is_switched_on(tiny_policy):
-    model, _ = load_policy(PolicySpec(base=str(tiny_policy), device="cpu", gradient_checkpointing=True),
-                           trainable=True)
+    model, _ = load_policy(
+        PolicySpec(base=str(tiny_policy), device="cpu", gradient_checkpointing=True), trainable=True
+    )
     assert model.is_gradient_checkpointing

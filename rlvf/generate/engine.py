@@ -23,9 +23,12 @@ from typing import Any
 from rlvf.errors import UserError
 from rlvf.generate.cleanup import body_stop_sequences, clean_completion, is_finished
 from rlvf.records import Sample, Task
+from rlvf.train.common import cpu_threads
 
 BACKENDS = ("auto", "hf", "vllm")
-CHAT_INSTRUCTION = "Complete the following Python function. Answer with the whole function in one code block.\n\n"
+CHAT_INSTRUCTION = (
+    "Complete the following Python function. Answer with the whole function in one code block.\n\n"
+)
 
 
 @dataclass(frozen=True)
@@ -143,8 +146,12 @@ class _FunctionEnd:
                 if last == eos:
                     self.done[i] = True
                     continue
+                at_line_start = not self.texts[i] or self.texts[i].endswith("\n")
                 self.texts[i] += piece
-                if is_finished(self.prompts[i], self.texts[i], self.entry_points[i], self.stop):
+                # Clean-up only cuts at line starts, so only then (or for stop strings) is a check due.
+                if (self.stop or at_line_start or "\n" in piece) and is_finished(
+                    self.prompts[i], self.texts[i], self.entry_points[i], self.stop
+                ):
                     self.done[i] = self.stopped[i] = True
         return torch.tensor(self.done, dtype=torch.bool, device=input_ids.device)
 
@@ -159,18 +166,32 @@ class HFBackend:
         self.tok = tok
         self.batch_size = batch_size
 
-    def run(self, prompts: list[str], entry_points: list[str | None], settings: SamplingSettings,
-            bar=None) -> list[_Raw]:
+    def run(
+        self, prompts: list[str], entry_points: list[str | None], settings: SamplingSettings, bar=None
+    ) -> list[_Raw]:
         """One completion per prompt (callers repeat prompts for n samples)."""
-        import torch
-
         tok, model = self.tok, self.model
         if tok.padding_side != "left" or tok.pad_token_id is None:
-            raise UserError("sample: the tokenizer must pad on the left and have a pad token (use load_policy)")
+            raise UserError(
+                "sample: the tokenizer must pad on the left and have a pad token (use load_policy)"
+            )
         lengths = [len(ids) for ids in tok(prompts, add_special_tokens=False)["input_ids"]]
         order = sorted(range(len(prompts)), key=lambda i: (-lengths[i], i))
         out: list[_Raw | None] = [None] * len(prompts)
         device = next(model.parameters()).device
+        was_training = model.training
+        model.eval()
+        try:
+            with cpu_threads(str(device)):
+                self._run_batches(prompts, entry_points, settings, order, out, device, bar)
+        finally:
+            model.train(was_training)
+        return [o for o in out if o is not None]
+
+    def _run_batches(self, prompts, entry_points, settings, order, out, device, bar) -> None:
+        import torch
+
+        tok, model = self.tok, self.model
         for b, start in enumerate(range(0, len(order), self.batch_size)):
             idx = order[start : start + self.batch_size]
             batch_prompts = [prompts[i] for i in idx]
@@ -206,7 +227,6 @@ class HFBackend:
                 out[i] = _Raw(text=text, n_tokens=len(ids), finish=finish)
             if bar is not None:
                 bar.update(len(idx))
-        return [o for o in out if o is not None]
 
 
 class VLLMBackend:
@@ -214,8 +234,15 @@ class VLLMBackend:
 
     name = "vllm"
 
-    def __init__(self, model_path: str, tokenizer, revision: str | None = None, adapter: str | None = None,
-                 dtype: str = "auto", trust_remote_code: bool = False):
+    def __init__(
+        self,
+        model_path: str,
+        tokenizer,
+        revision: str | None = None,
+        adapter: str | None = None,
+        dtype: str = "auto",
+        trust_remote_code: bool = False,
+    ):
         from vllm import LLM
 
         self.tok = tokenizer
@@ -229,8 +256,9 @@ class VLLMBackend:
             max_lora_rank=64,
         )
 
-    def run(self, prompts: list[str], entry_points: list[str | None], settings: SamplingSettings,
-            bar=None) -> list[_Raw]:
+    def run(
+        self, prompts: list[str], entry_points: list[str | None], settings: SamplingSettings, bar=None
+    ) -> list[_Raw]:
         from vllm import SamplingParams
 
         lora = None
@@ -284,8 +312,9 @@ def _make_backend(policy, backend: str, batch_size: int):
         if not vllm_available():
             raise UserError("sample: the vllm backend needs vllm installed and a CUDA GPU")
         tok = load_tokenizer(spec)
-        return VLLMBackend(resolve_base(spec.base), tok, spec.revision, spec.adapter, spec.dtype,
-                           spec.trust_remote_code), spec.name
+        return VLLMBackend(
+            resolve_base(spec.base), tok, spec.revision, spec.adapter, spec.dtype, spec.trust_remote_code
+        ), spec.name
     model, tok = load_policy(spec)
     return HFBackend(model, tok, batch_size), spec.name
 
@@ -378,8 +407,22 @@ def generate_samples(
     policy_name: str | None = None,
 ) -> list[Sample]:
     """`generate` with keyword settings, returning only the samples."""
-    settings = SamplingSettings(n=n, temperature=temperature, top_p=top_p, max_new_tokens=max_new_tokens,
-                                stop=tuple(stop), seed=seed, chat=chat)
-    samples, _ = generate(policy, tasks, settings, backend=backend, batch_size=batch_size,
-                          progress=progress, policy_name=policy_name)
+    settings = SamplingSettings(
+        n=n,
+        temperature=temperature,
+        top_p=top_p,
+        max_new_tokens=max_new_tokens,
+        stop=tuple(stop),
+        seed=seed,
+        chat=chat,
+    )
+    samples, _ = generate(
+        policy,
+        tasks,
+        settings,
+        backend=backend,
+        batch_size=batch_size,
+        progress=progress,
+        policy_name=policy_name,
+    )
     return samples

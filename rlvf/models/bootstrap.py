@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
+import hashlib
 import json
 import math
 import os
@@ -51,14 +53,14 @@ class BootstrapConfig:
     max_position_embeddings: int = 1024
     # corpus: procedural training tasks, several solutions per task
     train_seed: int = 42
-    per_cell: int = 40
-    docs_per_task: int = 4
+    per_cell: int = 20
+    docs_per_task: int = 2
     wrong_fraction: float = 0.4  # share of documents whose solution is a wrong one
-    max_doc_tokens: int = 384
+    max_doc_tokens: int = 512
     # training
-    epochs: int = 2
-    batch_tokens: int = 8192  # padded tokens per batch (length bucketing)
-    learning_rate: float = 3e-3
+    epochs: int = 3
+    batch_tokens: int = 2048  # padded tokens per batch (length bucketing); small = more steps
+    learning_rate: float = 6e-3
     warmup_steps: int = 30
     weight_decay: float = 0.01
     prompt_loss_weight: float = 0.1  # prompts are context; their tokens weigh less in the loss
@@ -71,29 +73,41 @@ class BootstrapConfig:
             raise UserError("bootstrap: wrong_fraction must be in [0, 1]")
 
     def key(self, seed: int) -> str:
+        """Names the saved model: the config, the seed and the code that turns them into weights."""
         from rlvf.config import short_hash
 
-        return short_hash({"config": dataclasses.asdict(self), "seed": seed, "format": FORMAT_VERSION})
+        return short_hash(
+            {
+                "config": dataclasses.asdict(self),
+                "seed": seed,
+                "format": FORMAT_VERSION,
+                "code": code_digest(),
+            }
+        )
+
+
+@functools.cache
+def code_digest() -> str:
+    """Hash of the sources the weights depend on: the procedural generator, tokenizer and trainer.
+
+    A change to any of them gives the embedded model a new directory instead of silently
+    reusing weights trained on a different corpus.
+    """
+    import rlvf.tasks.procedural as procedural
+
+    files = sorted(Path(procedural.__file__).parent.glob("*.py"))
+    files += [Path(__file__), Path(__file__).with_name("tokenizer.py")]
+    h = hashlib.sha256()
+    for f in files:
+        h.update(f.name.encode() + b"\0" + f.read_bytes() + b"\0")
+    return h.hexdigest()[:16]
 
 
 CONFIGS: dict[str, BootstrapConfig] = {
     "default": BootstrapConfig(name="default"),
-    # For the test suite: pretrains in seconds, still writes Python that parses.
-    "small": BootstrapConfig(
-        name="small",
-        vocab_size=512,
-        hidden_size=64,
-        num_layers=2,
-        num_heads=2,
-        intermediate_size=192,
-        max_position_embeddings=768,
-        per_cell=8,
-        docs_per_task=3,
-        epochs=2,
-        batch_tokens=6144,
-        learning_rate=5e-3,
-        warmup_steps=10,
-    ),
+    # For the test suite: the default architecture on ~half the tokens (~35-55 s on one
+    # thread); writes Python that mostly parses at low temperature, rarely passes.
+    "small": BootstrapConfig(name="small", per_cell=8, epochs=4),
 }
 
 
@@ -161,13 +175,15 @@ def build_corpus(config: BootstrapConfig, seed: int) -> tuple[list[tuple[str, st
         if task.prompt in eval_prompts:
             dropped += 1
             continue
-        wrong = [w.completion for w in task.wrong_solutions]
+        # An appended self-test is cut off by the sampling engine's clean-up: not a wrong answer.
+        wrong = [w.completion for w in task.wrong_solutions if w.kind != "self_test"]
         for _ in range(config.docs_per_task):
             if wrong and rng.random() < config.wrong_fraction:
-                docs.append((task.prompt, rng.choice(wrong)))
+                solution = rng.choice(wrong)
                 n_wrong += 1
             else:
-                docs.append((task.prompt, task.canonical_solution))
+                solution = task.canonical_solution
+            docs.append((task.prompt, solution))
     stats = {
         "tasks": len(tasks) - dropped,
         "dropped_eval_overlap": dropped,
@@ -276,13 +292,14 @@ def _train(config: BootstrapConfig, seed: int, tok, data, progress: bool) -> tup
         for batch in batches:
             width = max(lengths[i] for i in batch)
             ids = torch.full((len(batch), width), pad, dtype=torch.long)
+            mask = torch.zeros((len(batch), width), dtype=torch.long)
             weights = torch.zeros((len(batch), width), dtype=torch.float32)
             for r, i in enumerate(batch):
                 doc, n_prompt = data[i]
                 ids[r, : len(doc)] = torch.tensor(doc)
+                mask[r, : len(doc)] = 1
                 weights[r, : len(doc)] = 1.0
                 weights[r, :n_prompt] = config.prompt_loss_weight
-            mask = (weights > 0).long()
             with torch.autocast(device_type, dtype=torch.bfloat16, enabled=config.bf16):
                 logits = model(input_ids=ids, attention_mask=mask).logits
             logp = torch.nn.functional.cross_entropy(
@@ -302,8 +319,13 @@ def _train(config: BootstrapConfig, seed: int, tok, data, progress: bool) -> tup
             bar.set_postfix(loss=f"{loss.item():.3f}")
     bar.close()
     model.eval()
-    return model, {"steps": step, "tokens": n_tokens, "loss_first": losses[0], "loss_last": losses[-1],
-                   "loss_curve": losses[:: max(1, len(losses) // 50)]}
+    return model, {
+        "steps": step,
+        "tokens": n_tokens,
+        "loss_first": losses[0],
+        "loss_last": losses[-1],
+        "loss_curve": losses[:: max(1, len(losses) // 50)],
+    }
 
 
 def _save_tokenizer(tok, out: Path) -> None:
@@ -323,9 +345,11 @@ def bootstrap(
     progress: bool = True,
 ) -> Path:
     """Tokenizer + model for `config`, trained unless already at `out`; returns the directory."""
+    import torch
     from transformers import GenerationConfig
 
     from rlvf.models.tokenizer import train_tokenizer
+    from rlvf.train.common import cpu_threads
 
     cfg = get_config(config) if isinstance(config, str) else config
     path = Path(out).expanduser() if out else default_dir(cfg, seed)
@@ -343,8 +367,9 @@ def bootstrap(
         data = _tokenize_docs(tok, docs, cfg.max_doc_tokens)
         stats["documents_kept"] = len(data)
         t_corpus = time.perf_counter() - t0
-        with _deterministic(seed):
+        with _deterministic(seed), cpu_threads("cpu"):
             model, train_stats = _train(cfg, seed, tok, data, progress)
+            threads = torch.get_num_threads()
         t_train = time.perf_counter() - t0 - t_corpus
         model.generation_config = GenerationConfig(
             eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id, bos_token_id=None
@@ -363,18 +388,12 @@ def bootstrap(
             "corpus": stats,
             "train": train_stats,
             "seconds": {"corpus": round(t_corpus, 2), "train": round(t_train, 2)},
-            "threads": _threads(),
+            "threads": threads,
         }
         (tmp / MARKER).write_text(json.dumps(info, indent=2, sort_keys=True) + "\n")
         shutil.rmtree(path, ignore_errors=True)
         tmp.rename(path)
     return path
-
-
-def _threads() -> int:
-    import torch
-
-    return torch.get_num_threads()
 
 
 def read_info(path: str | Path) -> dict[str, Any]:

@@ -9,12 +9,21 @@ import click
 
 
 @click.command("bootstrap")
-@click.option("--config", "config_name", default="default", show_default=True,
-              help="Embedded model configuration: default, or small (for tests).")
+@click.option(
+    "--config",
+    "config_name",
+    default="default",
+    show_default=True,
+    help="Embedded model configuration: default, or small (for tests).",
+)
 @click.option("--seed", type=int, default=0, show_default=True, help="Weight init and data-order seed.")
 @click.option("--force", is_flag=True, help="Retrain even when the model already exists.")
-@click.option("--out", type=click.Path(path_type=Path), default=None,
-              help="Model directory (default: $RLVF_HOME/models/embedded-<config>-<hash>).")
+@click.option(
+    "--out",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Model directory (default: $RLVF_HOME/models/embedded-<config>-<hash>).",
+)
 def bootstrap_cmd(config_name: str, seed: int, force: bool, out: Path | None) -> None:
     """Pretrain the embedded policy (tokenizer + tiny causal LM) from the procedural training seed.
 
