@@ -13,6 +13,7 @@ run id that does not exist), so a typo does not leave a run behind.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import sys
 import time
@@ -373,14 +374,61 @@ def _log_suite_evals(run: Any, evals: dict[str, Any], prefix: str = schema.EVAL_
     return logged
 
 
+def _base_eval_key(cfg: Any) -> tuple[str, dict[str, Any], Any]:
+    from rlvf.evaluate import cache as eval_cache
+
+    settings = _eval_settings(cfg)
+    ident = eval_cache.base_identity(cfg["model.policy"], cfg["model.revision"])
+    return eval_cache.cache_key(ident, settings.to_dict()), ident, settings
+
+
+# Base evals computing in a second process while this one samples and trains (see below).
+_BASE_EVAL_JOBS: dict[str, Any] = {}
+
+
+def _base_eval_job(flat: dict[str, Any], recipe: str) -> None:
+    """Child process: compute and cache the base's eval (single-threaded, no progress bars)."""
+    from rlvf.config.loader import Config
+    from rlvf.runtime import cpu_threads
+    from rlvf.train.common import quiet
+
+    cfg = Config({**flat, "tracking.progress": False}, recipe)
+    with cpu_threads(cfg["model.device"]), quiet(False):
+        base_eval(cfg)
+
+
+def prefetch_base_eval(cfg: Any) -> None:
+    """Start the base's eval in another process when it is not cached yet.
+
+    Sampling and training a tiny model on CPU keep one core busy; the base's eval does not
+    depend on them, so it runs on the other core meanwhile and training runs find it cached.
+    A failed prefetch costs nothing: `base_eval` then computes it in-process as before.
+    """
+    import multiprocessing
+
+    from rlvf.evaluate import cache as eval_cache
+
+    if not cfg["eval.base"] or not eval_cache.enabled() or (os.cpu_count() or 1) < 2:
+        return
+    key, _, settings = _base_eval_key(cfg)
+    if key in _BASE_EVAL_JOBS or eval_cache.load(key, list(settings.suites)) is not None:
+        return
+    proc = multiprocessing.get_context("spawn").Process(
+        target=_base_eval_job, args=(dict(cfg._flat), cfg.recipe), daemon=True
+    )
+    proc.start()
+    _BASE_EVAL_JOBS[key] = proc
+
+
 def base_eval(cfg: Any) -> dict[str, Any]:
     """The base policy's SuiteEvals for cfg's eval settings, from the cache when there."""
     from rlvf.evaluate import cache as eval_cache
     from rlvf.evaluate import evaluate
 
-    settings = _eval_settings(cfg)
-    ident = eval_cache.base_identity(cfg["model.policy"], cfg["model.revision"])
-    key = eval_cache.cache_key(ident, settings.to_dict())
+    key, ident, settings = _base_eval_key(cfg)
+    job = _BASE_EVAL_JOBS.pop(key, None)
+    if job is not None:
+        job.join()
     cached = eval_cache.load(key, list(settings.suites))
     if cached is not None:
         _log(f"base eval: cached ({key})")
@@ -598,6 +646,7 @@ def _run_dpo(cfg: Any) -> StageResult:
     with start_run(cfg, "train", parent_run_id=parent, base_revision=_base_revision(cfg)) as run:
         res = StageResult(run.run_id, "dpo", cfg.hash)
         ensure_base(cfg, run)
+        prefetch_base_eval(cfg)
         if pairs is None:
             policy = load_policy(_spec(cfg, init)) if init else None
             name = _policy_label(cfg) if init is None else f"init:{init.run_id or init.directory.name}"
@@ -654,6 +703,7 @@ def _run_sft(cfg: Any) -> StageResult:
     ) as run:
         res = StageResult(run.run_id, "sft", cfg.hash)
         ensure_base(cfg, run)
+        prefetch_base_eval(cfg)
         name = _policy_label(cfg) if init is None else f"init:{init.run_id or init.directory.name}"
         if rows is None:
             tasks = _training_tasks(cfg)
