@@ -262,7 +262,13 @@ def test_pairs_from_a_policy_then_dpo_by_run_id(client, sft_run):
     from rlvf.pipeline import run_dpo, run_pairs
 
     _, sres = sft_run
-    pres = run_pairs(load_config("pairs", "small", [f"model.init={sres.run_id}"]))
+    # Hot, plentiful sampling: the SFT'd policy may have memorised some prompts; pairs need a
+    # passing and a failing sample of the same prompt.
+    pres = run_pairs(
+        load_config(
+            "pairs", "small", [f"model.init={sres.run_id}", "generate.temperature=1.6", "generate.n_samples=12"]
+        )
+    )
     pr = client.get_run(pres.run_id)
     assert pr.info.status == "FINISHED" and pr.data.tags[schema.TAG_KIND] == "pairs"
     assert pr.data.tags[schema.TAG_PARENT_RUN] == sres.run_id
