@@ -266,7 +266,9 @@ def test_pairs_from_a_policy_then_dpo_by_run_id(client, sft_run):
     # passing and a failing sample of the same prompt.
     pres = run_pairs(
         load_config(
-            "pairs", "small", [f"model.init={sres.run_id}", "generate.temperature=1.6", "generate.n_samples=12"]
+            "pairs",
+            "small",
+            [f"model.init={sres.run_id}", "generate.temperature=1.6", "generate.n_samples=12"],
         )
     )
     pr = client.get_run(pres.run_id)

@@ -44,6 +44,23 @@ def body(src: str) -> str:
     return textwrap.indent(textwrap.dedent(src).strip("\n") + "\n", "    ")
 
 
+def forge(frame: str, then: str) -> str:
+    """A body that writes a hand-made frame (a bytes expression) straight onto the channel."""
+    return body(
+        f"""
+        import os, stat, struct
+        msg = {frame}
+        for fd in range(3, 1024):
+            try:
+                if stat.S_ISSOCK(os.fstat(fd).st_mode):
+                    os.write(fd, struct.pack('>I', len(msg)) + msg)
+            except OSError:
+                pass
+        {then}
+        """
+    )
+
+
 def module(src: str) -> str:
     """A completion that finishes the function with a wrong body, then runs module-level code."""
     return "    return None\n" + textwrap.dedent(src).strip("\n") + "\n"
@@ -337,19 +354,7 @@ CASES: list[tuple[str, str, str]] = [
     # --- the channel itself (its fd sits above 256: the fork server holds Landlock root fds) --------
     (
         "forge_frame_on_real_socket",
-        body(
-            """
-        import os, stat, struct
-        for fd in range(3, 1024):
-            try:
-                if stat.S_ISSOCK(os.fstat(fd).st_mode):
-                    msg = b'{"ok": 7922}'
-                    os.write(fd, struct.pack('>I', len(msg)) + msg)
-            except OSError:
-                pass
-        return -1
-        """
-        ),
+        forge("b'{\"ok\": 7922}'", "return -1"),
         "assertion_error",
     ),
     (
@@ -477,71 +482,25 @@ CASES += [
     ),
     (
         "forged_deep_frame",
-        body(
-            """
-        import os, stat, struct
-        for fd in range(3, 400):
-            try:
-                if stat.S_ISSOCK(os.fstat(fd).st_mode):
-                    msg = b'[' * 100000
-                    os.write(fd, struct.pack('>I', len(msg)) + msg)
-            except OSError:
-                pass
-        return a + b + 7919
-        """
-        ),
+        forge("b'[' * 100000", "return a + b + 7919"),
         "tampering",
     ),
     (
         "forged_overflow_complex",
-        body(
-            """
-        import os, stat, struct
-        for fd in range(3, 400):
-            try:
-                if stat.S_ISSOCK(os.fstat(fd).st_mode):
-                    msg = b'{"ok": {"__c": [' + b'9' * 400 + b', 0]}}'
-                    os.write(fd, struct.pack('>I', len(msg)) + msg)
-            except OSError:
-                pass
-        return a + b + 7919
-        """
-        ),
+        forge("b'{\"ok\": {\"__c\": [' + b'9' * 400 + b', 0]}}'", "return a + b + 7919"),
         "tampering",
     ),
     (
         "forged_hash_colliding_set",
-        body(
-            """
-        import os, stat, struct
-        items = ','.join(str(i * (2**61 - 1)) for i in range(40000)).encode()
-        msg = b'{"ok": {"__s": [' + items + b']}}'
-        for fd in range(3, 400):
-            try:
-                if stat.S_ISSOCK(os.fstat(fd).st_mode):
-                    os.write(fd, struct.pack('>I', len(msg)) + msg)
-            except OSError:
-                pass
-        return 0
-        """
+        forge(
+            "b'{\"ok\": {\"__s\": [' + (','.join(str(i * (2**61 - 1)) for i in range(40000)).encode()) + b']}}'",
+            "return 0",
         ),
         "tampering",
     ),
     (
         "forged_nested_list_flood",
-        body(
-            """
-        import os, stat, struct
-        msg = b'{"ok": [' + b'[],' * 2_500_000 + b'[]]}'
-        for fd in range(3, 400):
-            try:
-                if stat.S_ISSOCK(os.fstat(fd).st_mode):
-                    os.write(fd, struct.pack('>I', len(msg)) + msg)
-            except OSError:
-                pass
-        return 0
-        """
-        ),
+        forge("b'{\"ok\": [' + b'[],' * 2_500_000 + b'[]]}'", "return 0"),
         "tampering",
     ),
     (
