@@ -41,6 +41,20 @@ def num(x: float | None, digits: int = 4) -> str:
     return f"{x:.{digits}g}" if abs(x) < 1e4 else f"{x:,.0f}"
 
 
+def delta_cells(d: dict[str, Any]) -> list[str]:
+    """One pass@1 delta as table cells (baseline, run, delta, SE, 2xSE rule, McNemar, bootstrap CI),
+    shared by the Deltas page and `rlvf compare`; each adds its own verdict cell."""
+    return [
+        pm(d["a"], d["a_std"]),
+        pm(d["b"], d["b_std"]),
+        pp(d["delta"]),
+        f"{100 * d['se']:.2f}pp",
+        "beyond" if d["beyond_2se"] else "within",
+        f"{pval(d['mcnemar_p'])} ({d['improved']}/{d['regressed']})",
+        f"[{pp(d['bootstrap_ci'][0])}, {pp(d['bootstrap_ci'][1])}]",
+    ]
+
+
 def pval(p: float | None) -> str:
     if p is None:
         return "—"
@@ -221,13 +235,7 @@ class Site:
                         self.name(c["b"]),
                         self.name(c["a"]),
                         esc(c["origin"]),
-                        pm(d["a"], d["a_std"]),
-                        pm(d["b"], d["b_std"]),
-                        pp(d["delta"]),
-                        f"{100 * d['se']:.2f}pp",
-                        "beyond" if d["beyond_2se"] else "within",
-                        f"{pval(d['mcnemar_p'])} ({d['improved']}/{d['regressed']})",
-                        f"[{pp(d['bootstrap_ci'][0])}, {pp(d['bootstrap_ci'][1])}]",
+                        *delta_cells(d),
                         verdict,
                     ]
                 )

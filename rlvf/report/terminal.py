@@ -7,7 +7,7 @@ import click
 from rlvf.errors import UserError
 from rlvf.report import headtohead as hh
 from rlvf.report import stats
-from rlvf.report.pages import pm, pp, pval
+from rlvf.report.pages import delta_cells
 
 
 def print_comparison(a: dict, b: dict, suites: list[str]) -> dict:
@@ -52,13 +52,7 @@ def print_comparison(a: dict, b: dict, suites: list[str]) -> dict:
         d = c["suites"][s]["delta"]
         deltas.add_row(
             s,
-            pm(d["a"], d["a_std"]),
-            pm(d["b"], d["b_std"]),
-            pp(d["delta"]),
-            f"{100 * d['se']:.2f}pp",
-            "beyond" if d["beyond_2se"] else "within",
-            f"{pval(d['mcnemar_p'])} ({d['improved']}/{d['regressed']})",
-            f"[{pp(d['bootstrap_ci'][0])}, {pp(d['bootstrap_ci'][1])}]",
+            *delta_cells(d),
             d["verdict"] if stats.is_significant(d["verdict"]) else f"[italic]{d['verdict']}[/italic]",
         )
     for d in c["lm_eval"]:
