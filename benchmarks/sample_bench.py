@@ -3,9 +3,10 @@
     python benchmarks/sample_bench.py                      # embedded policy, 16 eval tasks x 8
     python benchmarks/sample_bench.py --policy embedded:small --tasks 8 --n 4
 
-Both sides run rlvf's HF backend with the same stopping rules (EOS, end of function,
-max_new_tokens); the only difference is the batch size (B vs 1). Prints samples/s and
-tokens/s for each and the batched/sequential ratio (goal: >= 5x).
+Three runs with the same stopping rules (EOS, end of function, max_new_tokens): the engine
+(batches of B that drop rows as they finish), `model.generate` on the same batches, and
+`model.generate` one sequence per call. Prints samples/s and tokens/s for each and the
+engine / one-per-call ratio (goal: >= 5x).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import json
 import os
 import platform
 import sys
+import time
 
 import torch
 
@@ -32,46 +34,77 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--json", type=str, default=None, help="also write the figures here")
     args = ap.parse_args(argv)
 
-    from rlvf.generate.engine import SamplingSettings, generate
+    from rlvf.generate.engine import HFBackend, SamplingSettings
     from rlvf.models.loader import load_policy
     from rlvf.tasks import load_suite
     from rlvf.train.common import cpu_threads
 
     model, tok = load_policy(args.policy)
     tasks = load_suite(args.suite)[: args.tasks]
+    prompts = [t.prompt for t in tasks for _ in range(args.n)]
+    entry_points = [t.entry_point for t in tasks for _ in range(args.n)]
     settings = SamplingSettings(
-        n=args.n, temperature=args.temperature, max_new_tokens=args.max_new_tokens, seed=args.seed
+        n=1, temperature=args.temperature, max_new_tokens=args.max_new_tokens, seed=args.seed
     )
-    # warm-up (allocator, kernels) so neither side pays first-call costs
-    generate((model, tok), tasks[:1], SamplingSettings(n=2, max_new_tokens=16), batch_size=2, progress=False)
-    _, batched = generate((model, tok), tasks, settings, batch_size=args.batch_size, progress=False)
-    _, single = generate((model, tok), tasks, settings, batch_size=1, progress=False)
 
+    def run(batch_size: int, prune: bool) -> dict:
+        backend = HFBackend(model, tok, batch_size, prune=prune)
+        t0 = time.perf_counter()
+        raws = backend.run(prompts, entry_points, settings)
+        seconds = time.perf_counter() - t0
+        tokens = sum(r.n_tokens for r in raws)
+        return {
+            "batch_size": batch_size,
+            "loop": "rlvf pruned" if prune else "model.generate",
+            "samples": len(raws),
+            "tokens": tokens,
+            "seconds": round(seconds, 2),
+            "samples_per_s": round(len(raws) / seconds, 3),
+            "tokens_per_s": round(tokens / seconds, 1),
+        }
+
+    # warm-up (allocator, kernels) so no side pays first-call costs
+    HFBackend(model, tok, 2).run(prompts[:2], entry_points[:2], SamplingSettings(max_new_tokens=16))
+    sides = {
+        "engine": run(args.batch_size, prune=True),
+        "generate_batched": run(args.batch_size, prune=False),
+        "one_per_call": run(1, prune=False),
+    }
     with cpu_threads(str(model.device)):
         threads = torch.get_num_threads()  # what the engine runs under (RLVF_THREADS, 1 on CPU)
+    base = sides["one_per_call"]
     figures = {
         "policy": args.policy,
-        "prompts": len(tasks) * args.n,
+        "prompts": len(prompts),
         "settings": {"temperature": args.temperature, "max_new_tokens": args.max_new_tokens, "n": args.n},
         "threads": threads,
         "cpus": os.cpu_count(),
         "machine": platform.processor() or platform.machine(),
-        "batched": {"batch_size": args.batch_size, **batched.to_dict()},
-        "sequential": {"batch_size": 1, **single.to_dict()},
-        "ratio_samples_per_s": round(batched.samples_per_s / single.samples_per_s, 2),
-        "ratio_tokens_per_s": round(batched.tokens_per_s / single.tokens_per_s, 2),
+        **sides,
+        "ratio_samples_per_s": round(sides["engine"]["samples_per_s"] / base["samples_per_s"], 2),
+        "ratio_tokens_per_s": round(sides["engine"]["tokens_per_s"] / base["tokens_per_s"], 2),
+        "ratio_generate_batched": round(
+            sides["generate_batched"]["samples_per_s"] / base["samples_per_s"], 2
+        ),
     }
     print(
         f"policy {args.policy}: {len(tasks)} tasks x {args.n} samples, T={args.temperature}, "
         f"max_new_tokens={args.max_new_tokens}, {threads} torch thread(s) while sampling"
     )
-    for name, st in (("batched", batched), ("one-per-call", single)):
+    labels = {
+        "engine": f"engine (batch {args.batch_size})",
+        "generate_batched": f"generate (batch {args.batch_size})",
+        "one_per_call": "generate (one per call)",
+    }
+    for key, st in sides.items():
         print(
-            f"  {name:13s} {st.samples_per_s:8.2f} samples/s {st.tokens_per_s:9.0f} tokens/s "
-            f"({st.samples} samples, {st.tokens} tokens, {st.seconds:.1f}s)"
+            f"  {labels[key]:26s} {st['samples_per_s']:8.2f} samples/s {st['tokens_per_s']:9.0f} tokens/s "
+            f"({st['samples']} samples, {st['tokens']} tokens, {st['seconds']:.1f}s)"
         )
     print(
-        f"  ratio         {figures['ratio_samples_per_s']:.1f}x samples/s, {figures['ratio_tokens_per_s']:.1f}x tokens/s"
+        f"  engine / one-per-call: {figures['ratio_samples_per_s']:.1f}x samples/s, "
+        f"{figures['ratio_tokens_per_s']:.1f}x tokens/s "
+        f"(batched generate without pruning: {figures['ratio_generate_batched']:.1f}x)"
     )
     if args.json:
         with open(args.json, "w") as fh:

@@ -44,6 +44,23 @@ def test_batch_sizes_agree_under_greedy_decoding(tiny_model):
     assert [s.completion for s in one] == [s.completion for s in many]
 
 
+def test_pruning_loop_matches_model_generate_under_greedy_decoding(tiny_model):
+    """Dropping finished rows from the cache must not change any row's tokens."""
+    from rlvf.generate import HFBackend
+
+    model, tok = tiny_model
+    tasks = load_suite("procedural")[::5]
+    prompts = [t.prompt for t in tasks]
+    eps = [t.entry_point for t in tasks]
+    settings = SamplingSettings(temperature=0.0, max_new_tokens=80)
+    pruned = HFBackend(model, tok, batch_size=len(prompts), prune=True).run(prompts, eps, settings)
+    plain = HFBackend(model, tok, batch_size=len(prompts), prune=False).run(prompts, eps, settings)
+    assert [r.text for r in pruned] == [r.text for r in plain]
+    assert [r.finish for r in pruned] == [r.finish for r in plain]
+    # rows really finished at different steps, so rows were dropped mid-batch
+    assert len({r.n_tokens for r in pruned}) > 3
+
+
 def test_completions_end_with_the_function(tiny_model):
     samples = generate_samples(tiny_model, _tasks(), n=2, temperature=0.8, max_new_tokens=128, progress=False)
     for s in samples:

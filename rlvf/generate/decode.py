@@ -1,0 +1,100 @@
+"""A sampling loop that drops finished rows from the batch as it goes.
+
+`model.generate` keeps every row of a batch in the forward pass until the *last* row is
+done: one sample that rambles to `max_new_tokens` makes the whole batch pay for it, and on
+small models that long tail erased most of batching's gain. This loop is plain incremental
+decoding on the model's own KV cache (a `transformers` Cache with `batch_select_indices`),
+with transformers' temperature / top-p warpers, that removes rows from the cache once they
+stop. Models whose cache cannot drop rows use `model.generate` instead (`supports_pruning`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+# Prune only once this share of the active rows has finished: dropping rows copies the
+# cache, so doing it for every single finished row would cost more than it saves.
+PRUNE_SHARE = 0.125
+
+
+def supports_pruning(model: Any) -> bool:
+    """Decoder-only models whose generation cache is a transformers DynamicCache."""
+    cfg = getattr(model, "config", None)
+    return bool(cfg is not None and not getattr(cfg, "is_encoder_decoder", False))
+
+
+def sample_pruned(
+    model: Any,
+    input_ids: Any,
+    attention_mask: Any,
+    *,
+    max_new_tokens: int,
+    temperature: float,
+    top_p: float,
+    eos_token_id: int,
+    finished: Callable[[list[int], list[int]], list[bool]],
+) -> list[list[int]]:
+    """New token ids per row (EOS kept when emitted), stopping rows as `finished` says.
+
+    `finished(rows, tokens)` is called after every step with the original indices of the
+    rows still active and the token each just produced, and says which are now done.
+    Sampling uses torch's global RNG, so callers seed it.
+    """
+    import torch
+    from transformers import DynamicCache
+    from transformers.generation.logits_process import TemperatureLogitsWarper, TopPLogitsWarper
+
+    warpers = []
+    if temperature > 0:
+        warpers.append(TemperatureLogitsWarper(temperature))
+        if top_p < 1.0:
+            warpers.append(TopPLogitsWarper(top_p))
+    n = input_ids.shape[0]
+    out: list[list[int]] = [[] for _ in range(n)]
+    active = torch.arange(n)
+    mask = attention_mask
+    positions = (mask.long().cumsum(-1) - 1).clamp(min=0)
+    cache = DynamicCache(config=model.config)
+    step_ids, step_pos = input_ids, positions
+    alive = [True] * n
+    for step in range(max_new_tokens):
+        logits = (
+            model(
+                input_ids=step_ids,
+                attention_mask=mask,
+                position_ids=step_pos,
+                past_key_values=cache,
+                use_cache=True,
+                logits_to_keep=1,
+            )
+            .logits[:, -1, :]
+            .float()
+        )
+        if warpers:
+            for w in warpers:
+                logits = w(step_ids, logits)
+            tokens = torch.multinomial(torch.softmax(logits, dim=-1), 1).squeeze(1)
+        else:
+            tokens = logits.argmax(dim=-1)
+        rows, toks = active.tolist(), tokens.tolist()
+        live = [k for k, a in enumerate(alive) if a]
+        for k in live:
+            out[rows[k]].append(toks[k])
+        done = finished([rows[k] for k in live], [toks[k] for k in live])
+        for k, d in zip(live, done, strict=True):
+            if d or toks[k] == eos_token_id:
+                alive[k] = False
+        n_alive = sum(alive)
+        if not n_alive or step == max_new_tokens - 1:
+            break
+        next_pos = step_pos[:, -1:] + 1
+        if len(alive) - n_alive >= PRUNE_SHARE * len(alive):
+            # Finished rows ride along (their tokens ignored) until enough of them accumulate.
+            idx = torch.tensor([k for k, a in enumerate(alive) if a])
+            cache.batch_select_indices(idx)
+            active, mask, tokens, next_pos = active[idx], mask[idx], tokens[idx], next_pos[idx]
+            alive = [True] * n_alive
+        step_ids, step_pos = tokens[:, None], next_pos
+        mask = torch.cat([mask, mask.new_ones((mask.shape[0], 1))], dim=1)
+    return out
