@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 
+import torch
 from click.testing import CliRunner
 
 from rlvf.cli import main
@@ -59,6 +60,28 @@ def test_pruning_loop_matches_model_generate_under_greedy_decoding(tiny_model):
     assert [r.finish for r in pruned] == [r.finish for r in plain]
     # rows really finished at different steps, so rows were dropped mid-batch
     assert len({r.n_tokens for r in pruned}) > 3
+
+
+def test_pruning_loop_matches_model_generate_on_a_qwen2_architecture(tiny_model):
+    """The hub models users bring (Qwen2.5-Coder) take the same path: a random tiny Qwen2 here."""
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+
+    from rlvf.generate import HFBackend
+
+    _, tok = tiny_model
+    torch.manual_seed(0)
+    cfg = Qwen2Config(
+        vocab_size=len(tok), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+        num_attention_heads=4, num_key_value_heads=2, eos_token_id=tok.eos_token_id,
+        pad_token_id=tok.pad_token_id,
+    )  # fmt: skip
+    model = Qwen2ForCausalLM(cfg).eval()
+    tasks = _tasks(4)
+    prompts, eps = [t.prompt for t in tasks], [t.entry_point for t in tasks]
+    settings = SamplingSettings(temperature=0.0, max_new_tokens=24)
+    pruned = HFBackend(model, tok, batch_size=4, prune=True).run(prompts, eps, settings)
+    plain = HFBackend(model, tok, batch_size=4, prune=False).run(prompts, eps, settings)
+    assert [r.text for r in pruned] == [r.text for r in plain]
 
 
 def test_completions_end_with_the_function(tiny_model):
