@@ -148,3 +148,19 @@ def test_default_names_resolve_to_the_default_config(name):
 
     assert parse_embedded(name) == "default"
     assert default_dir(CONFIGS["default"]).name.startswith("embedded-default-")
+
+
+def test_lm_eval_loads_the_embedded_model_like_a_hub_model(tiny_policy):
+    """lm-eval's HF wrapper takes the bootstrap directory as `pretrained` and scores with it."""
+    from lm_eval.api.instance import Instance
+    from lm_eval.models.huggingface import HFLM
+
+    lm = HFLM(pretrained=str(tiny_policy), device="cpu", batch_size=2)
+    prompt = load_suite("procedural")[0].prompt
+    body = load_suite("procedural")[0].canonical_solution
+    reqs = [
+        Instance(request_type="loglikelihood", doc={}, arguments=(prompt, body), idx=0),
+        Instance(request_type="loglikelihood", doc={}, arguments=(prompt, body[::-1]), idx=1),
+    ]
+    (plausible, _), (garbage, _) = lm.loglikelihood(reqs)
+    assert plausible > garbage + 50
