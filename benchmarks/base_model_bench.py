@@ -49,6 +49,8 @@ def main(argv: list[str] | None = None) -> int:
     config = get_config(args.config)
     for item in args.set:
         key, _, value = item.partition("=")
+        if not hasattr(config, key):
+            ap.error(f"--set: BootstrapConfig has no field '{key}'")
         kind = type(getattr(config, key))
         config = dataclasses.replace(config, **{key: kind(value) if kind is not bool else value == "true"})
     if args.set and not args.out:
@@ -101,6 +103,10 @@ def main(argv: list[str] | None = None) -> int:
         print("  per difficulty: " + ", ".join(f"{k} {v:.2f}" for k, v in dmean.items()))
         print("  failures:       " + ", ".join(f"{k} {v}" for k, v in cats.most_common()))
     if len(overall) > 1:
+        runs = list(figures["seeds"].values())
+        for label, key in (("per type", "per_type"), ("per difficulty", "per_difficulty")):
+            avg = {k: statistics.mean(r[key][k] for r in runs) for k in runs[0][key]}
+            print(f"{label} (mean over seeds): " + ", ".join(f"{k} {v:.2f}" for k, v in avg.items()))
         print(
             f"pass@1 over seeds {args.seeds}: mean {statistics.mean(overall):.3f} "
             f"std {statistics.stdev(overall):.3f}"
