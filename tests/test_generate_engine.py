@@ -146,3 +146,12 @@ def test_sample_cli_bad_input_is_one_line_and_nothing_written(tmp_path):
     r = CliRunner().invoke(main, ["sample", "--policy", "embedded:small", "--top-p", "0", "--out", str(out)])
     assert r.exit_code == 2 and "top_p" in r.stderr
     assert not out.exists()
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text(
+        json.dumps({"task_id": "t/0", "prompt": "", "entry_point": "f", "test": "x = 1\n"}) + "\n"
+    )
+    r = CliRunner().invoke(
+        main, ["sample", "--policy", "embedded:small", "--suite", f"jsonl:{empty}", "--out", str(out)]
+    )
+    assert r.exit_code == 2 and "'t/0' has an empty prompt" in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1 and not out.exists()

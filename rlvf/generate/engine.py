@@ -366,9 +366,12 @@ def generate(
     from tqdm.auto import tqdm
 
     settings = settings or SamplingSettings()
+    tasks = list(tasks)
+    empty = [t.task_id for t in tasks if not t.prompt]
+    if empty:  # nothing to condition on (and an empty batch the model cannot run)
+        raise UserError(f"sample: task '{empty[0]}' has an empty prompt ({len(empty)} such task(s))")
     engine, label = _make_backend(policy, backend, batch_size)
     label = policy_name or label
-    tasks = list(tasks)
     prompts = [_prompt_text(t, engine.tok, settings) for t in tasks]
     flat_prompts = [p for p in prompts for _ in range(settings.n)]
     flat_eps = [t.entry_point or None for t in tasks for _ in range(settings.n)]
