@@ -34,7 +34,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--json", type=str, default=None, help="also write the figures here")
     args = ap.parse_args(argv)
 
-    from rlvf.generate.engine import HFBackend, SamplingSettings
+    from rlvf.generate.engine import HFBackend, SamplingSettings, Throughput
     from rlvf.models.loader import load_policy
     from rlvf.tasks import load_suite
     from rlvf.train.common import cpu_threads
@@ -51,17 +51,13 @@ def main(argv: list[str] | None = None) -> int:
         backend = HFBackend(model, tok, batch_size, prune=prune)
         t0 = time.perf_counter()
         raws = backend.run(prompts, entry_points, settings)
-        seconds = time.perf_counter() - t0
-        tokens = sum(r.n_tokens for r in raws)
-        return {
-            "batch_size": batch_size,
-            "loop": "rlvf pruned" if prune else "model.generate",
-            "samples": len(raws),
-            "tokens": tokens,
-            "seconds": round(seconds, 2),
-            "samples_per_s": round(len(raws) / seconds, 3),
-            "tokens_per_s": round(tokens / seconds, 1),
-        }
+        stats = Throughput(
+            backend="rlvf pruned" if prune else "model.generate",
+            samples=len(raws),
+            tokens=sum(r.n_tokens for r in raws),
+            seconds=time.perf_counter() - t0,
+        )
+        return {"batch_size": batch_size, **stats.to_dict()}
 
     # warm-up (allocator, kernels) so no side pays first-call costs
     HFBackend(model, tok, 2).run(prompts[:2], entry_points[:2], SamplingSettings(max_new_tokens=16))

@@ -5,7 +5,7 @@ done: one sample that rambles to `max_new_tokens` makes the whole batch pay for 
 small models that long tail erased most of batching's gain. This loop is plain incremental
 decoding on the model's own KV cache (a `transformers` Cache with `batch_select_indices`),
 with transformers' temperature / top-p warpers, that removes rows from the cache once they
-stop. Models whose cache cannot drop rows use `model.generate` instead (`supports_pruning`).
+stop. Encoder-decoder models use `model.generate` instead (`supports_pruning`).
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ PRUNE_SHARE = 0.125
 
 
 def supports_pruning(model: Any) -> bool:
-    """Decoder-only models whose generation cache is a transformers DynamicCache."""
+    """Decoder-only models: they decode on a transformers DynamicCache, which can drop rows."""
     cfg = getattr(model, "config", None)
     return bool(cfg is not None and not getattr(cfg, "is_encoder_decoder", False))
 
