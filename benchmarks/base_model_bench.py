@@ -55,6 +55,10 @@ def main(argv: list[str] | None = None) -> int:
         config = dataclasses.replace(config, **{key: kind(value) if kind is not bool else value == "true"})
     if args.set and not args.out:
         ap.error("--set needs --out (the default directory is for the unmodified config)")
+    from rlvf.runtime import cpu_description
+
+    cpu = cpu_description()
+    print(f"measured on: {cpu}")
     t0 = time.perf_counter()
     path = bootstrap(config, out=args.out, force=args.force)
     wall = time.perf_counter() - t0
@@ -62,11 +66,18 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"model {path.name}: {info['parameters']:,} parameters, bootstrap wall {wall:.1f}s "
         f"(recorded: corpus {info['seconds']['corpus']}s, train {info['seconds']['train']}s, "
-        f"{info['train']['steps']} steps, loss {info['train']['loss_first']} -> {info['train']['loss_last']})"
+        f"{info['train']['steps']} steps, loss {info['train']['loss_first']} -> {info['train']['loss_last']}; "
+        f"{info.get('numerics')}, {info.get('ranks')} ranks, weights {info.get('weights_sha256', '')[:16]})"
     )
     policy = load_policy(str(path))
     tasks = load_suite("procedural")
-    figures: dict = {"model": path.name, "bootstrap_wall_s": round(wall, 1), "info": info, "seeds": {}}
+    figures: dict = {
+        "model": path.name,
+        "cpu": cpu,
+        "bootstrap_wall_s": round(wall, 1),
+        "info": info,
+        "seeds": {},
+    }
     overall = []
     for seed in args.seeds:
         settings = SamplingSettings(n=args.n, temperature=args.temperature, max_new_tokens=256, seed=seed)
@@ -109,7 +120,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{label} (mean over seeds): " + ", ".join(f"{k} {v:.2f}" for k, v in avg.items()))
         print(
             f"pass@1 over seeds {args.seeds}: mean {statistics.mean(overall):.3f} "
-            f"std {statistics.stdev(overall):.3f}"
+            f"std {statistics.stdev(overall):.3f} (on {cpu})"
         )
     if args.json:
         with open(args.json, "w") as fh:

@@ -83,6 +83,10 @@ def main(argv: list[str] | None = None) -> int:
             sides["generate_batched"]["samples_per_s"] / base["samples_per_s"], 2
         ),
     }
+    from rlvf.runtime import cpu_description
+
+    figures["cpu"] = cpu_description()
+    print(f"measured on: {figures['cpu']}")
     print(
         f"policy {args.policy}: {len(tasks)} tasks x {args.n} samples, T={args.temperature}, "
         f"max_new_tokens={args.max_new_tokens}, {threads} torch thread(s) while sampling"

@@ -27,12 +27,22 @@ class _Group(click.Group):
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="rlvf")
-def main() -> None:
+@click.option(
+    "--verbose", "-v", is_flag=True, help="Show every library's warnings and logs (same as RLVF_VERBOSE=1)."
+)
+def main(verbose: bool) -> None:
     """rlvf: post-train code LLMs with verification feedback.
 
     Sample code from a model, run it against unit tests in a sandbox, and turn
     pass/fail into training signal, tracked in MLflow and published with MkDocs.
     """
+    import os
+
+    from rlvf.console import quiet_libraries
+
+    if verbose:
+        os.environ["RLVF_VERBOSE"] = "1"
+    quiet_libraries()
 
 
 def _register() -> None:

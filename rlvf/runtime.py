@@ -32,3 +32,25 @@ def cpu_threads(device: str = "auto") -> Iterator[None]:
         yield
     finally:
         torch.set_num_threads(old)
+
+
+def cpu_description() -> str:
+    """The CPU a figure was measured on: model name, torch's CPU capability, core count.
+
+    Speed (and, for bf16, even results) depend on the instruction set, so every benchmark
+    prints this next to its numbers.
+    """
+    import platform
+
+    import torch
+
+    model = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as fh:
+            for line in fh:
+                if line.startswith("model name"):
+                    model = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    return f"{model}, torch CPU capability {torch.backends.cpu.get_cpu_capability()}, {os.cpu_count()} cores"

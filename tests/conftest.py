@@ -27,3 +27,21 @@ def tiny_model(tiny_policy):
     from rlvf.models import PolicySpec, load_policy
 
     return load_policy(PolicySpec(base=str(tiny_policy), device="cpu"))
+
+
+def pytest_sessionstart(session) -> None:
+    """Build embedded:small up front, visibly: under `pytest -q` a first build inside a fixture
+    would be a long silence (its output captured)."""
+    from rlvf.models.bootstrap import bootstrap, default_dir, get_config, is_complete
+
+    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+    capman = session.config.pluginmanager.getplugin("capturemanager")
+    if reporter is None or capman is None:
+        return
+    with capman.global_and_fixture_disabled():
+        if is_complete(default_dir(get_config("small"))):
+            return
+        reporter.write_line(
+            "[rlvf] building embedded:small for the tests (cached in $RLVF_HOME for later runs)"
+        )
+        bootstrap("small", progress=True)

@@ -155,3 +155,59 @@ def test_sample_cli_bad_input_is_one_line_and_nothing_written(tmp_path):
     )
     assert r.exit_code == 2 and "'t/0' has an empty prompt" in r.stderr
     assert len(r.stderr.strip().splitlines()) == 1 and not out.exists()
+
+
+def _greedy(model, tok, prompts: list[str], steps: int = 24) -> list[list[int]]:
+    from rlvf.generate.decode import sample_pruned
+
+    enc = tok(prompts, padding=True, return_tensors="pt", add_special_tokens=False)
+    with torch.inference_mode():
+        return sample_pruned(
+            model,
+            enc["input_ids"],
+            enc["attention_mask"],
+            max_new_tokens=steps,
+            temperature=0.0,
+            top_p=1.0,
+            eos_token_id=tok.eos_token_id,
+            finished=lambda rows, toks: [False] * len(rows),
+        )
+
+
+def test_repeated_prompts_share_one_prefill_and_decode_like_distinct_rows(tiny_model):
+    """n samples of a prompt are identical rows: their prompt pass runs once, then fans out."""
+    model, tok = tiny_model
+    a, b = load_suite("procedural")[0].prompt, load_suite("procedural")[7].prompt
+    assert len(tok(a)["input_ids"]) != len(tok(b)["input_ids"])  # padded rows differ too
+    distinct = _greedy(model, tok, [a, b])
+    repeated = _greedy(model, tok, [a, a, b, a, b])
+    assert repeated == [distinct[0], distinct[0], distinct[1], distinct[0], distinct[1]]
+
+
+def test_sampling_passes_the_cache_under_the_name_the_model_takes(tiny_model):
+    """transformers deprecates `past_key_values` (removed in 5.40): the engine must not use it."""
+    import inspect
+    import warnings
+
+    from transformers import DynamicCache
+
+    from rlvf.generate.decode import cache_kwarg
+
+    model, tok = tiny_model
+    takes_cache = "cache" in inspect.signature(type(model).forward).parameters
+    assert cache_kwarg(model) == ("cache" if takes_cache else "past_key_values")
+
+    def deprecations(fn) -> list[str]:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            fn()
+        return [str(w.message) for w in caught if "past_key_values" in str(w.message)]
+
+    assert deprecations(lambda: _greedy(model, tok, [load_suite("procedural")[0].prompt], steps=4)) == []
+    if takes_cache:  # the old name does warn, so the check above can fail
+        ids = tok("def f(x):\n", return_tensors="pt")["input_ids"]
+        with torch.inference_mode():
+            old = deprecations(
+                lambda: model(input_ids=ids, past_key_values=DynamicCache(config=model.config))
+            )
+        assert old

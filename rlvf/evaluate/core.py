@@ -152,6 +152,116 @@ def build_result(
     )
 
 
+def _sample_and_verify(
+    policy: Any,
+    tasks: list[Task],
+    seed: int,
+    settings: EvalSettings,
+    policy_name: str,
+    workers: int | None,
+    progress: bool,
+) -> tuple[list[Sample], list[Outcome]]:
+    """One seed of one suite: n samples per task under that seed, judged in the sandbox."""
+    from rlvf.generate import SamplingSettings, generate
+    from rlvf.verify import verify_samples
+
+    sampling = SamplingSettings(
+        n=settings.n_samples,
+        temperature=settings.temperature,
+        top_p=settings.top_p,
+        max_new_tokens=settings.max_new_tokens,
+        seed=seed,
+    )
+    samples, _ = generate(
+        policy,
+        tasks,
+        sampling,
+        backend="hf",
+        batch_size=settings.batch_size,
+        progress=progress,
+        policy_name=policy_name,
+    )
+    outcomes = verify_samples(tasks, samples, timeout=settings.timeout, workers=workers, progress=progress)
+    return samples, outcomes
+
+
+def _seeds_job(
+    spec: Any, suite: str, seeds: list[int], settings: EvalSettings, name: str, queue: Any
+) -> None:
+    """Child process: some seeds of a suite, sent back whole (or the error, as one line)."""
+    from rlvf.console import quiet_libraries
+    from rlvf.models.loader import load_policy
+
+    quiet_libraries()
+    try:
+        policy = load_policy(spec)
+        policy[0].eval()
+        tasks = load_tasks(suite, settings.per_cell, settings.limit)
+        queue.put(
+            ("ok", {s: _sample_and_verify(policy, tasks, s, settings, name, None, False) for s in seeds})
+        )
+    except BaseException as e:  # reported to the parent, which then evaluates these seeds itself
+        queue.put(("error", f"{type(e).__name__}: {e}"))
+
+
+def eval_processes(policy: Any, settings: EvalSettings) -> int:
+    """How many processes share an evaluation: 2 for a saved policy on a CPU with 2+ cores.
+
+    Seeds are independent (each samples under its own torch seeds), so splitting them
+    between processes gives the same numbers in less wall time; RLVF_EVAL_PROCESSES=1 turns
+    it off. A GPU, an in-memory model or a single seed keeps one process.
+    """
+    import os
+
+    from rlvf.models.loader import PolicySpec, resolve_device
+
+    want = os.environ.get("RLVF_EVAL_PROCESSES", "").strip()
+    if want:
+        return max(1, int(want))
+    import multiprocessing
+
+    if not isinstance(policy, PolicySpec) or len(settings.seeds) < 2 or (os.cpu_count() or 1) < 2:
+        return 1
+    if multiprocessing.current_process().daemon:  # e.g. the base-eval prefetch: no children allowed
+        return 1
+    return 2 if resolve_device(policy.device) == "cpu" else 1
+
+
+def _start_child(spec: Any, suite: str, seeds: list[int], settings: EvalSettings, name: str):
+    import multiprocessing
+
+    ctx = multiprocessing.get_context("spawn")
+    queue = ctx.Queue()
+    proc = ctx.Process(target=_seeds_job, args=(spec, suite, seeds, settings, name, queue), daemon=True)
+    proc.start()
+    return proc, queue
+
+
+def _child_result(proc: Any, queue: Any) -> dict[int, Any] | None:
+    import queue as queue_mod
+
+    status, payload = "error", "no result"
+    while True:
+        try:
+            status, payload = queue.get(timeout=1.0)
+            break
+        except queue_mod.Empty:
+            if not proc.is_alive():
+                payload = f"exit code {proc.exitcode}"
+                break
+        except (EOFError, OSError) as e:
+            payload = str(e)
+            break
+    proc.join()
+    if status != "ok":
+        print(
+            f"[rlvf] eval: the second eval process failed ({payload}); evaluating its seeds here",
+            file=sys.stderr,
+        )
+        return None
+    return payload
+
+
 def evaluate(
     policy: Any,
     settings: EvalSettings,
@@ -160,10 +270,13 @@ def evaluate(
     workers: int | None = None,
     progress: bool = True,
 ) -> dict[str, SuiteEval]:
-    """Evaluate `policy` (a PolicySpec, or a loaded ``(model, tokenizer)``) on every suite."""
-    from rlvf.generate import SamplingSettings, generate
-    from rlvf.verify import verify_samples
+    """Evaluate `policy` (a PolicySpec, or a loaded ``(model, tokenizer)``) on every suite.
 
+    With `eval_processes` > 1 the later seeds of each suite run in a second process while this
+    one does the first ones; the numbers are the same either way.
+    """
+    spec = policy
+    split = eval_processes(policy, settings) > 1
     if not isinstance(policy, tuple):
         from rlvf.models.loader import load_policy
 
@@ -176,30 +289,29 @@ def evaluate(
         for suite in settings.suites:
             t0 = time.perf_counter()
             tasks = load_tasks(suite, settings.per_cell, settings.limit)
+            seeds = list(settings.seeds)
+            mine, theirs = (
+                (seeds[: (len(seeds) + 1) // 2], seeds[(len(seeds) + 1) // 2 :]) if split else (seeds, [])
+            )
+            child = _start_child(spec, suite, theirs, settings, policy_name) if theirs else None
             per_seed: dict[int, tuple[list[Sample], list[Outcome]]] = {}
+            for seed in mine:
+                per_seed[seed] = _sample_and_verify(
+                    policy, tasks, seed, settings, policy_name, workers, progress
+                )
+            if child is not None:
+                got = _child_result(*child)
+                for seed in theirs:
+                    per_seed[seed] = (
+                        got[seed]
+                        if got is not None
+                        else _sample_and_verify(policy, tasks, seed, settings, policy_name, workers, progress)
+                    )
+            per_seed = {s: per_seed[s] for s in seeds}
             all_samples: list[Sample] = []
             all_outcomes: list[dict[str, Any]] = []
-            for seed in settings.seeds:
-                sampling = SamplingSettings(
-                    n=settings.n_samples,
-                    temperature=settings.temperature,
-                    top_p=settings.top_p,
-                    max_new_tokens=settings.max_new_tokens,
-                    seed=seed,
-                )
-                samples, _ = generate(
-                    policy,
-                    tasks,
-                    sampling,
-                    backend="hf",
-                    batch_size=settings.batch_size,
-                    progress=progress,
-                    policy_name=policy_name,
-                )
-                outcomes = verify_samples(
-                    tasks, samples, timeout=settings.timeout, workers=workers, progress=progress
-                )
-                per_seed[seed] = (samples, outcomes)
+            for seed in seeds:
+                samples, outcomes = per_seed[seed]
                 all_samples.extend(samples)
                 all_outcomes.extend({**o.to_dict(), "seed": seed} for o in outcomes)
             result = build_result(

@@ -3,7 +3,8 @@
 `model.generate` keeps every row of a batch in the forward pass until the *last* row is
 done: one sample that rambles to `max_new_tokens` makes the whole batch pay for it, and on
 small models that long tail erased most of batching's gain. This loop is plain incremental
-decoding on the model's own KV cache (a `transformers` Cache with `batch_select_indices`),
+decoding on the model's own KV cache (a `transformers` Cache with `batch_select_indices`,
+passed under whichever name the installed transformers takes: `cache_kwarg`),
 with transformers' temperature / top-p warpers, that removes rows from the cache once they
 stop. Encoder-decoder models use `model.generate` instead (`supports_pruning`).
 """
@@ -16,6 +17,56 @@ from typing import Any
 # Prune only once this share of the active rows has finished: dropping rows copies the
 # cache, so doing it for every single finished row would cost more than it saves.
 PRUNE_SHARE = 0.125
+
+
+def cache_kwarg(model: Any) -> str:
+    """The name the model's forward takes its KV cache under.
+
+    transformers renamed `past_key_values` to `cache` during 5.x and will drop the old name in
+    5.40; this project allows any 5.x, so ask the model class (under a PEFT wrapper, the base
+    model's) which one it takes instead of pinning a minor version.
+    """
+    import inspect
+
+    inner = model.get_base_model() if hasattr(model, "get_base_model") else model
+    params = inspect.signature(type(inner).forward).parameters
+    return "cache" if "cache" in params else "past_key_values"
+
+
+def _prefill_once(model: Any, input_ids: Any, mask: Any, positions: Any, cache: Any, cache_arg: dict) -> Any:
+    """Last-position logits of every row, running each distinct prompt through the model once.
+
+    n samples of one prompt sit in one batch as identical rows; their prompt pass is the
+    most expensive forward of the whole loop, so it runs on the distinct rows and the KV cache
+    is then copied out to every row (`batch_select_indices` with repeated indices).
+    """
+    import torch
+
+    uniq, inverse = torch.unique(torch.cat([input_ids, mask], dim=1), dim=0, return_inverse=True)
+    if uniq.shape[0] == input_ids.shape[0]:
+        inverse = None
+        rows = slice(None)
+    else:
+        first = torch.full((uniq.shape[0],), input_ids.shape[0], dtype=torch.long)
+        first = first.scatter_reduce(0, inverse, torch.arange(input_ids.shape[0]), reduce="amin")
+        rows = first
+    logits = (
+        model(
+            input_ids=input_ids[rows],
+            attention_mask=mask[rows],
+            position_ids=positions[rows],
+            use_cache=True,
+            logits_to_keep=1,
+            **cache_arg,
+        )
+        .logits[:, -1, :]
+        .float()
+    )
+    if inverse is None:
+        return logits
+    # `first` is sorted by the unique rows' order; map every original row to its prompt's slot.
+    cache.batch_select_indices(inverse)
+    return logits[inverse]
 
 
 def supports_pruning(model: Any) -> bool:
@@ -58,19 +109,23 @@ def sample_pruned(
     cache = DynamicCache(config=model.config)
     step_ids, step_pos = input_ids, positions
     alive = [True] * n
+    cache_arg = {cache_kwarg(model): cache}
     for step in range(max_new_tokens):
-        logits = (
-            model(
-                input_ids=step_ids,
-                attention_mask=mask,
-                position_ids=step_pos,
-                past_key_values=cache,
-                use_cache=True,
-                logits_to_keep=1,
+        if step == 0:
+            logits = _prefill_once(model, input_ids, mask, positions, cache, cache_arg)
+        else:
+            logits = (
+                model(
+                    input_ids=step_ids,
+                    attention_mask=mask,
+                    position_ids=step_pos,
+                    use_cache=True,
+                    logits_to_keep=1,
+                    **cache_arg,
+                )
+                .logits[:, -1, :]
+                .float()
             )
-            .logits[:, -1, :]
-            .float()
-        )
         if warpers:
             for w in warpers:
                 logits = w(step_ids, logits)

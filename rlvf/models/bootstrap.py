@@ -9,10 +9,17 @@ little in the loss, and body tokens that name a parameter weigh more: the eval p
 spell parameters their own way, so a model that does not copy names from the signature
 fails most tasks with NameError.
 
-Both are saved with `save_pretrained`, so every HF tool loads the result like a hub model.
-The directory is `$RLVF_HOME/models/embedded-<config>-<hash>` (RLVF_HOME defaults to
-~/.cache/rlvf), the hash covering the config, the seed and the corpus-format version; a
-second call reuses it unless forced. Same seed, same machine: same weights.
+Identity. The model is named by what decides its weights: the config, the seed, a digest of
+the tokenised corpus and the tokenizer, the training-loop version and the numeric mode
+(`rlvf.models.pretrain.numerics`), never by the bytes of the source files: a comment edited
+in the task generator re-derives the corpus digest (seconds, cached per source version) and
+finds the same model. Training runs in a child process with CPU numerics pinned to AVX2 and
+float32, so every x86-64 CPU builds the same weights (`weights_sha256` in bootstrap.json).
+
+Both are saved with `save_pretrained`, so every HF tool loads the result like a hub model,
+under `$RLVF_HOME/models/embedded-<config>-<key>` (RLVF_HOME defaults to ~/.cache/rlvf);
+a second call reuses it unless forced; `rlvf bootstrap --prune` removes builds no current
+config produces.
 """
 
 from __future__ import annotations
@@ -22,9 +29,7 @@ import dataclasses
 import functools
 import hashlib
 import json
-import math
 import os
-import random
 import re
 import shutil
 import time
@@ -35,8 +40,9 @@ from typing import Any
 
 from rlvf.errors import UserError
 
-# Bump when the corpus, tokenizer or training loop changes in a way that changes weights.
-FORMAT_VERSION = 1
+# Bump when the training loop changes in a way that changes weights for the same corpus
+# (the corpus and tokenizer are covered by their digest).
+FORMAT_VERSION = 2
 EVAL_SEED = 999  # the procedural eval seed: never trained on
 DEFAULT_SEED = 0
 MARKER = "bootstrap.json"
@@ -79,31 +85,35 @@ class BootstrapConfig:
                 raise UserError(f"bootstrap: {field} must be in [0, 1]")
 
     def key(self, seed: int) -> str:
-        """Names the saved model: the config, the seed and the code that turns them into weights."""
+        """Names the saved model by what decides its weights (see the module docstring)."""
         from rlvf.config import short_hash
+        from rlvf.models.pretrain import numerics
 
         return short_hash(
             {
                 "config": dataclasses.asdict(self),
                 "seed": seed,
                 "format": FORMAT_VERSION,
-                "code": code_digest(),
+                "corpus": corpus_digest(self, seed),
+                "numerics": numerics(self.bf16),
             }
         )
 
 
 @functools.cache
-def code_digest() -> str:
-    """Hash of the sources the weights depend on: the procedural generator, tokenizer and trainer.
+def source_digest() -> str:
+    """Hash of the sources that generate the corpus and tokenizer.
 
-    A change to any of them gives the embedded model a new directory instead of silently
-    reusing weights trained on a different corpus.
+    Not part of the model's identity: it only says when the cached corpus digest must be
+    derived again (a changed comment costs seconds, a changed corpus a new model).
     """
+    import tokenizers
+
     import rlvf.tasks.procedural as procedural
 
     files = sorted(Path(procedural.__file__).parent.glob("*.py"))
     files += [Path(__file__).with_name(n) for n in ("bootstrap.py", "corpus.py", "tokenizer.py")]
-    h = hashlib.sha256()
+    h = hashlib.sha256(tokenizers.__version__.encode())
     for f in files:
         h.update(f.name.encode() + b"\0" + f.read_bytes() + b"\0")
     return h.hexdigest()[:16]
@@ -165,7 +175,7 @@ def _lock(path: Path) -> Iterator[None]:
             fcntl.flock(fh, fcntl.LOCK_UN)
 
 
-# --------------------------------------------------------------------------- corpus
+# --------------------------------------------------------------------------- tokenised corpus
 
 
 def _param_names(prompt: str) -> frozenset[str]:
@@ -211,128 +221,66 @@ def _tokenize_docs(
     return out
 
 
-def _batches(lengths: list[int], batch_tokens: int, rng: random.Random) -> list[list[int]]:
-    """Length-bucketed batches of document indices, in a seeded random order."""
-    order = sorted(range(len(lengths)), key=lambda i: (lengths[i], i))
-    batches: list[list[int]] = []
-    cur: list[int] = []
-    for i in order:
-        if cur and (len(cur) + 1) * lengths[i] > batch_tokens:
-            batches.append(cur)
-            cur = []
-        cur.append(i)
-    if cur:
-        batches.append(cur)
-    rng.shuffle(batches)
-    return batches
+# --------------------------------------------------------------------------- identity
 
 
-# --------------------------------------------------------------------------- training
+@dataclass
+class Prepared:
+    """A config's tokenizer and tokenised corpus, and the digest that names them."""
+
+    tokenizer: Any
+    data: list[tuple[list[int], int, list[int]]]
+    stats: dict[str, Any]
+    digest: str
+    seconds: float
 
 
-def _model_config(config: BootstrapConfig, tok):
-    from transformers import LlamaConfig
+@functools.lru_cache(maxsize=2)
+def prepare(config: BootstrapConfig, seed: int) -> Prepared:
+    """Build the corpus, train the tokenizer and tokenise (deterministic for config + seed)."""
+    from rlvf.models.corpus import build_corpus
+    from rlvf.models.tokenizer import train_tokenizer
 
-    return LlamaConfig(
-        vocab_size=len(tok),
-        hidden_size=config.hidden_size,
-        intermediate_size=config.intermediate_size,
-        num_hidden_layers=config.num_layers,
-        num_attention_heads=config.num_heads,
-        num_key_value_heads=config.num_heads,
-        max_position_embeddings=config.max_position_embeddings,
-        rms_norm_eps=1e-5,
-        tie_word_embeddings=True,
-        bos_token_id=None,
-        eos_token_id=tok.eos_token_id,
-        pad_token_id=tok.pad_token_id,
-    )
-
-
-@contextlib.contextmanager
-def _deterministic(seed: int) -> Iterator[None]:
-    import torch
-
-    was = torch.are_deterministic_algorithms_enabled()
-    torch.use_deterministic_algorithms(True)
-    torch.manual_seed(seed)
-    try:
-        yield
-    finally:
-        torch.use_deterministic_algorithms(was)
+    t0 = time.perf_counter()
+    docs, stats = build_corpus(config, seed)
+    if not docs:
+        raise UserError("bootstrap: the procedural training suite produced no documents")
+    texts = sorted({p for p, _ in docs}) + sorted({s for _, s in docs})
+    tok = train_tokenizer(texts, config.vocab_size)
+    data = _tokenize_docs(tok, docs, config.max_doc_tokens, config.name_loss_weight)
+    stats["documents_kept"] = len(data)
+    h = hashlib.sha256(tok.backend_tokenizer.to_str().encode())
+    h.update(json.dumps(data, separators=(",", ":")).encode())
+    return Prepared(tok, data, stats, h.hexdigest()[:16], time.perf_counter() - t0)
 
 
-def _train(config: BootstrapConfig, seed: int, tok, data, progress: bool) -> tuple[Any, dict[str, Any]]:
-    import torch
-    from tqdm import tqdm
-    from transformers import LlamaForCausalLM
+def _digest_file(config: BootstrapConfig, seed: int) -> Path:
+    from rlvf.config import short_hash
 
-    rng = random.Random(seed + 1)
-    model = LlamaForCausalLM(_model_config(config, tok))
-    model.train()
-    lengths = [len(ids) for ids, _, _ in data]
-    epochs = [_batches(lengths, config.batch_tokens, rng) for _ in range(config.epochs)]
-    total = sum(len(e) for e in epochs)
-    decay = [p for n, p in model.named_parameters() if p.dim() >= 2]
-    no_decay = [p for n, p in model.named_parameters() if p.dim() < 2]
-    opt = torch.optim.AdamW(
-        [{"params": decay, "weight_decay": config.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
-        lr=config.learning_rate,
-        betas=(0.9, 0.95),
-    )
+    name = short_hash({"config": dataclasses.asdict(config), "seed": seed, "source": source_digest()})
+    return rlvf_home() / "models" / ".corpus-digests" / f"{name}.json"
 
-    def lr_at(step: int) -> float:
-        if step < config.warmup_steps:
-            return (step + 1) / config.warmup_steps
-        frac = (step - config.warmup_steps) / max(1, total - config.warmup_steps)
-        return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, frac)))
 
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_at)
-    device_type = "cuda" if next(model.parameters()).is_cuda else "cpu"
-    pad = tok.pad_token_id
-    losses: list[float] = []
-    n_tokens = 0
-    bar = tqdm(total=total, desc="bootstrap", unit="step", disable=not progress)
-    step = 0
-    for batches in epochs:
-        for batch in batches:
-            width = max(lengths[i] for i in batch)
-            ids = torch.full((len(batch), width), pad, dtype=torch.long)
-            mask = torch.zeros((len(batch), width), dtype=torch.long)
-            weights = torch.zeros((len(batch), width), dtype=torch.float32)
-            for r, i in enumerate(batch):
-                doc, n_prompt, marks = data[i]
-                ids[r, : len(doc)] = torch.tensor(doc)
-                mask[r, : len(doc)] = 1
-                weights[r, : len(doc)] = 1.0
-                weights[r, :n_prompt] = config.prompt_loss_weight
-                weights[r, marks] = config.name_loss_weight
-            with torch.autocast(device_type, dtype=torch.bfloat16, enabled=config.bf16):
-                logits = model(input_ids=ids, attention_mask=mask).logits
-            logp = torch.nn.functional.cross_entropy(
-                logits[:, :-1].float().reshape(-1, logits.size(-1)), ids[:, 1:].reshape(-1), reduction="none"
-            )
-            w = weights[:, 1:].reshape(-1)
-            loss = (logp * w).sum() / w.sum()
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-            opt.step()
-            sched.step()
-            opt.zero_grad(set_to_none=True)
-            losses.append(round(loss.item(), 4))
-            n_tokens += int(mask.sum())
-            step += 1
-            bar.update(1)
-            bar.set_postfix(loss=f"{loss.item():.3f}")
-    bar.close()
-    model.eval()
-    return model, {
-        "steps": step,
-        "tokens": n_tokens,
-        "loss_first": losses[0],
-        "loss_last": losses[-1],
-        "loss_curve": losses[:: max(1, len(losses) // 50)],
-    }
+def corpus_digest(config: BootstrapConfig, seed: int) -> str:
+    """The corpus + tokenizer digest, from the cache when these sources already derived it."""
+    f = _digest_file(config, seed)
+    with contextlib.suppress(OSError, ValueError, KeyError):
+        return json.loads(f.read_text())["corpus"]
+    if prepare.cache_info().currsize == 0:
+        from rlvf.console import say
+
+        say(
+            f"building the embedded model's corpus and tokenizer ('{config.name}'; its digest names the model)"
+        )
+    digest = prepare(config, seed).digest
+    f.parent.mkdir(parents=True, exist_ok=True)
+    tmp = f.with_name(f"{f.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps({"corpus": digest, "config": config.name, "seed": seed}) + "\n")
+    tmp.replace(f)
+    return digest
+
+
+# --------------------------------------------------------------------------- building
 
 
 def _save_tokenizer(tok, out: Path) -> None:
@@ -352,12 +300,9 @@ def bootstrap(
     progress: bool = True,
 ) -> Path:
     """Tokenizer + model for `config`, trained unless already at `out`; returns the directory."""
-    import torch
     from transformers import GenerationConfig
 
-    from rlvf.models.corpus import build_corpus
-    from rlvf.models.tokenizer import train_tokenizer
-    from rlvf.train.common import cpu_threads
+    from rlvf.models import pretrain
 
     cfg = get_config(config) if isinstance(config, str) else config
     path = Path(out).expanduser() if out else default_dir(cfg, seed)
@@ -366,44 +311,104 @@ def bootstrap(
             return path
         if out and path.exists() and any(path.iterdir()) and not is_complete(path):
             raise UserError(f"bootstrap: {path} exists and is not an rlvf bootstrap directory")
-        t0 = time.perf_counter()
-        docs, stats = build_corpus(cfg, seed)
-        if not docs:
-            raise UserError("bootstrap: the procedural training suite produced no documents")
-        texts = sorted({p for p, _ in docs}) + sorted({s for _, s in docs})
-        tok = train_tokenizer(texts, cfg.vocab_size)
-        data = _tokenize_docs(tok, docs, cfg.max_doc_tokens, cfg.name_loss_weight)
-        stats["documents_kept"] = len(data)
-        t_corpus = time.perf_counter() - t0
-        with _deterministic(seed), cpu_threads("cpu"):
-            model, train_stats = _train(cfg, seed, tok, data, progress)
-            threads = torch.get_num_threads()
-        t_train = time.perf_counter() - t0 - t_corpus
-        model.generation_config = GenerationConfig(
-            eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id, bos_token_id=None
-        )
+        prep = prepare(cfg, seed)
+        mode = pretrain.numerics(cfg.bf16)
+        threads = pretrain.default_threads()
         tmp = path.with_name(path.name + ".partial")
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
-        model.save_pretrained(tmp)
-        _save_tokenizer(tok, tmp)
+        tok = prep.tokenizer
+        job = {
+            "config": dataclasses.asdict(cfg),
+            "seed": seed,
+            "threads": threads,
+            "world": pretrain.WORLD,
+            "numerics": mode,
+            "vocab": len(tok),
+            "eos": tok.eos_token_id,
+            "pad": tok.pad_token_id,
+            "progress": progress,
+        }
+        (tmp / "job.json").write_text(json.dumps(job))
+        (tmp / "data.json").write_text(json.dumps(prep.data, separators=(",", ":")))
+        t0 = time.perf_counter()
+        try:
+            pretrain.run(tmp, mode, threads)
+        except RuntimeError as e:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise UserError(str(e)) from None
+        t_train = time.perf_counter() - t0
+        train_stats = json.loads((tmp / "train.json").read_text())
+        model_dir = tmp / "model"
+        gen = GenerationConfig(
+            eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id, bos_token_id=None
+        )
+        gen.save_pretrained(model_dir)
+        _save_tokenizer(tok, model_dir)
         info = {
             "config": dataclasses.asdict(cfg),
             "seed": seed,
             "key": cfg.key(seed),
             "format": FORMAT_VERSION,
-            "parameters": sum(p.numel() for p in model.parameters()),
-            "corpus": stats,
+            "corpus_digest": prep.digest,
+            "numerics": mode,
+            "weights_sha256": train_stats.pop("weights_sha256"),
+            "parameters": train_stats.pop("parameters"),
+            "corpus": prep.stats,
             "train": train_stats,
-            "seconds": {"corpus": round(t_corpus, 2), "train": round(t_train, 2)},
-            "threads": threads,
+            "seconds": {"corpus": round(prep.seconds, 2), "train": round(t_train, 2)},
+            "threads": train_stats.get("threads"),
+            "ranks": train_stats.get("ranks"),
         }
-        (tmp / MARKER).write_text(json.dumps(info, indent=2, sort_keys=True) + "\n")
+        (model_dir / MARKER).write_text(json.dumps(info, indent=2, sort_keys=True) + "\n")
         shutil.rmtree(path, ignore_errors=True)
-        tmp.rename(path)
+        model_dir.rename(path)
+        shutil.rmtree(tmp, ignore_errors=True)
     return path
 
 
 def read_info(path: str | Path) -> dict[str, Any]:
     p = Path(path) / MARKER
     return json.loads(p.read_text()) if p.exists() else {}
+
+
+def prune(dry_run: bool = False) -> list[Path]:
+    """Remove builds under $RLVF_HOME/models that no current config produces; returns them.
+
+    Only rlvf's own: `embedded-*` directories holding a bootstrap.json (or left half-built as
+    `.partial`), and their lock files. Anything else in that folder is never touched. A build
+    some process is writing right now (its lock is held) is kept.
+    """
+    import fcntl
+
+    root = rlvf_home() / "models"
+    stale: list[Path] = []
+    for d in sorted(root.glob("embedded-*")):
+        if not d.is_dir() or d.is_symlink():
+            continue
+        if d.name.endswith(".partial"):
+            stale.append(d)
+            continue
+        info = read_info(d)
+        if not info:
+            continue  # not ours
+        name, seed = info.get("config", {}).get("name"), info.get("seed")
+        current = name in CONFIGS and isinstance(seed, int) and default_dir(CONFIGS[name], seed) == d
+        if not current:
+            stale.append(d)
+    removed = []
+    for d in stale:
+        base = d.with_name(d.name.removesuffix(".partial"))
+        lock = base.with_name(base.name + ".lock")
+        with open(lock, "a") as fh:
+            try:
+                fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                continue  # being built or used for a build right now
+            if not dry_run:
+                shutil.rmtree(d, ignore_errors=True)
+            removed.append(d)
+            fcntl.flock(fh, fcntl.LOCK_UN)
+        if not dry_run and not base.exists() and not base.with_name(base.name + ".partial").exists():
+            lock.unlink(missing_ok=True)
+    return removed

@@ -24,7 +24,12 @@ import click
     default=None,
     help="Model directory (default: $RLVF_HOME/models/embedded-<config>-<hash>).",
 )
-def bootstrap_cmd(config_name: str, seed: int, force: bool, out: Path | None) -> None:
+@click.option(
+    "--prune",
+    is_flag=True,
+    help="Remove embedded builds under $RLVF_HOME/models that no current config produces, then exit.",
+)
+def bootstrap_cmd(config_name: str, seed: int, force: bool, out: Path | None, prune: bool) -> None:
     """Pretrain the embedded policy (tokenizer + tiny causal LM) from the procedural training seed.
 
     Prints the model directory; `--policy embedded` (or embedded:small) finds it anywhere.
@@ -32,6 +37,14 @@ def bootstrap_cmd(config_name: str, seed: int, force: bool, out: Path | None) ->
     """
     from rlvf.models.bootstrap import bootstrap, default_dir, get_config, is_complete, read_info
 
+    if prune:
+        from rlvf.models.bootstrap import prune as prune_builds
+
+        removed = prune_builds()
+        for d in removed:
+            click.echo(f"removed {d}", err=True)
+        click.echo(f"{len(removed)} stale embedded build(s) removed", err=True)
+        return
     cfg = get_config(config_name)
     target = out or default_dir(cfg, seed)
     reused = is_complete(target) and not force
@@ -45,7 +58,8 @@ def bootstrap_cmd(config_name: str, seed: int, force: bool, out: Path | None) ->
         click.echo(
             f"trained {info.get('parameters', 0):,} parameters on {info.get('corpus', {}).get('documents_kept', 0)} "
             f"documents, {tr.get('steps', 0)} steps, loss {tr.get('loss_first')} -> {tr.get('loss_last')}, "
-            f"in {time.perf_counter() - t0:.1f}s ({info.get('threads')} threads)",
+            f"in {time.perf_counter() - t0:.1f}s ({info.get('threads')} threads, {info.get('numerics')}, "
+            f"weights {info.get('weights_sha256', '')[:12]})",
             err=True,
         )
     click.echo(str(path))

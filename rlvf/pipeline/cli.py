@@ -68,13 +68,10 @@ def overrides_from(
 
 
 def _silence_noise() -> None:
-    """Library chatter that says nothing about the run (bitsandbytes' CPU-kernel notice on import)."""
-    import logging
-    import warnings
+    """Library chatter that says nothing about the run (see `rlvf.console`)."""
+    from rlvf.console import quiet_libraries
 
-    logging.getLogger("bitsandbytes").setLevel(logging.ERROR)
-    warnings.filterwarnings("ignore", category=DeprecationWarning)
-    warnings.filterwarnings("ignore", message=".*Add type hints to the `predict` method.*")
+    quiet_libraries()
 
 
 def run_entry(method: str, recipe: str | None, overrides: Sequence[str]) -> Any:

@@ -30,6 +30,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from rlvf.console import quiet_progress
 from rlvf.errors import UserError
 from rlvf.records import Pair
 from rlvf.train.callback import TrackingCallback
@@ -96,6 +97,7 @@ def _train_dpo(
         callbacks=[callback, *extra_callbacks],
     )
     drop_printer(trainer, cfg["tracking.progress"])
+    quiet_progress(trainer, show=bool(cfg["tracking.progress"]))
     trainer.train()
     policy = save_policy(trainer, tok, out / "policy", cfg, spec)
     tok.padding_side = "left"

@@ -7,6 +7,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from rlvf.console import quiet_progress
 from rlvf.errors import UserError
 from rlvf.train.callback import TrackingCallback
 from rlvf.train.common import (
@@ -64,6 +65,7 @@ def _train_sft(
         callbacks=[callback, *extra_callbacks],
     )
     drop_printer(trainer, cfg["tracking.progress"])
+    quiet_progress(trainer, show=bool(cfg["tracking.progress"]))
     trainer.train()
     policy = save_policy(trainer, tok, out / "policy", cfg, spec)
     tok.padding_side = "left"
