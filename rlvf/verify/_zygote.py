@@ -890,6 +890,7 @@ def _finalize(ref):
     single leading underscore first; then builtins it added are dropped, and a last
     collection."""
     sys.modules.pop("candidate", None)
+    sys.unraisablehook = _unraisable  # CPython ends a program whose own hook would block here too
     _collect()
     module = ref()
     if module is not None:

@@ -269,7 +269,7 @@ def check_completion(
     if category == "_died":
         category, exc_type, detail = _from_status(status)
     elif category in ("_died_at_exit", "_ended"):
-        category, exc_type, detail = _from_exit_status(status)
+        category, exc_type, detail = _from_exit_status(status, said_bye=category == "_ended")
     passed = run.passed if prepared.n_cases else int(category == PASS)
     return _outcome(
         problem,
@@ -294,25 +294,25 @@ def _safe_flags(prompt: str, completion: str) -> tuple[str, ...]:
 _CRASHES = frozenset({"SIGSEGV", "SIGBUS", "SIGFPE", "SIGILL", "SIGABRT"})
 
 
-def _from_exit_status(status: int | None) -> tuple[str, str, str]:
+def _from_exit_status(status: int | None, said_bye: bool) -> tuple[str, str, str]:
     """Every test passed and the program was ending: the verdict is its exit status.
 
     Status 0 is a program that ended on its own (through the sandbox's last word, or an
     `os._exit(0)` in an atexit handler or a finalizer). Anything else is not a clean end:
-    a non-zero exit, a crash, or a process still alive when its channel closed (SIGKILL is
-    then the judge's own, sent after the fact)."""
+    a non-zero exit, a crash, a signal, or, after the last word, a process still alive when
+    its channel closed (the SIGKILL is then the judge's own, sent after the fact)."""
     kind, what = describe_status(status)
     if kind == "exit" and what == "0":
         return PASS, "", ""
+    if said_bye and kind == "signal" and what == "SIGKILL":
+        return "tampering", "", "the program closed its channel but had not ended"
     category, exc_type, _ = _from_status(status)
     if kind == "exit":
         return category, exc_type, f"the program exited with status {what} while ending, after its tests"
-    if kind == "signal" and what == "SIGKILL":
-        return "tampering", "", "the program closed its channel but had not ended"
     return (
         category,
         exc_type,
-        f"the program ended by {what or 'an unknown cause'} while ending, after its tests",
+        f"the program was ended by {what or 'an unknown cause'} while ending, after its tests",
     )
 
 
@@ -390,12 +390,7 @@ def _judge(problem: dict[str, Any], prepared: _Prepared, channel: Channel, run: 
             )
             if late[0] in _FATAL_AT_LOAD:
                 return late
-        try:
-            _run_check(problem, prepared, channel, run)
-        except _Fatal as f:
-            if late is None or f.category == "_died":
-                raise
-            return late
+        _run_check(problem, prepared, channel, run)  # a _Fatal here (the sandbox stopped it) is the verdict
         if run.failure is not None:
             return late or run.failure  # the category it had before the tests could run past it
         return _finish(channel)
@@ -427,6 +422,8 @@ def _finish(channel: Channel) -> tuple[str, str, str]:
         msg = _receive(channel)
     except ChannelTimeout:
         return "timeout", "", _NOT_ENDED
+    except ChannelClosed:  # it was gone before it heard the word: judged by its status too
+        return "_died_at_exit", "", ""
     except _Fatal as f:
         if f.category == "_died":
             return "_died_at_exit", "", ""
