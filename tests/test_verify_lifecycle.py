@@ -2,8 +2,9 @@
 
 Three classes of completions that fooled verifiers, each with several variants:
 
-- module-level code after the function (a `__main__` block, demo prints, `input()`, a
-  failing self-test) must not fail a correct function; exits and tampering still fail;
+- module-level code after the function (a `__main__` block, demo prints, `input()` at end
+  of file) must not fail a correct function; a failing self-test, exits and tampering
+  still fail;
 - output volume: megabytes printed by a correct function pass, a flood is stopped;
 - termination: a program that does not end within the limit (non-daemon threads, atexit
   handlers, finalizers, signal handlers) is a timeout, never a pass; one that ends cleanly
@@ -53,14 +54,21 @@ MODULE_PASSES = [
     ("top_level_call", after("_ = secret_add(3, 4)")),
     ("top_level_input", after("a, b = map(int, input().split())\nprint(secret_add(a, b))")),
     ("stdin_read_then_parse", after("import sys\ndata = sys.stdin.read().split()\nprint(int(data[0]))")),
-    ("failing_self_test", after("assert secret_add(1, 2) == 3, 'my own wrong expectation'")),
+    ("main_block_failing_self_test", after("if __name__ == '__main__':\n    assert secret_add(1, 2) == 3")),
+    ("passing_self_test", after("assert secret_add(1, 2) == 7922")),
     ("reads_missing_input_file", after("print(open('input.txt').read())")),
     ("loaded_as_module", "    return (a + b + 7919) if __name__ != '__main__' else 0\n"),
     ("argv_is_plain", after("import sys\nassert sys.argv == ['candidate'], sys.argv")),
 ]
 
-# (id, completion, category): exits and tampering at load still fail, even with a right body.
+# (id, completion, category): a failing self-test, exits and tampering at load still fail,
+# even with a right body.
 MODULE_FAILS = [
+    (
+        "failing_self_test",
+        after("assert secret_add(1, 2) == 3, 'my own wrong expectation'"),
+        "assertion_error",
+    ),
     ("sys_exit_after_def", after("import sys\nprint(secret_add(1, 2))\nsys.exit(0)"), "tampering"),
     ("os_exit_after_def", after("import os\nos._exit(0)"), "tampering"),
     (

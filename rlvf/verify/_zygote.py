@@ -23,7 +23,8 @@ Child protocol on its socket, same framing:
 - child -> judge, once: ``{"ready": 1}``, ``{"load_exc": [type, msg]}`` or ``{"missing": name}``.
   The program is loaded as a module named ``candidate`` (so a ``__main__`` block does not
   run), with stdin at end of file. An ordinary exception raised by module-level code after
-  the entry point exists does not stop the tests: ``{"ready": 1, "late_exc": [type, msg]}``.
+  the entry point exists does not stop the tests: ``{"ready": 1, "late_exc": [type, msg]}``
+  (the judge decides which of those it lets the tests run past).
 - judge -> child ``{"call": [args, kwargs]}`` -> ``{"ok": value}`` or ``{"exc": [type, msg]}``.
 - judge -> child ``{"ping": 1}`` -> ``{"pong": 1}``.
 - judge -> child ``{"finish": 1}`` (every test passed): the program ends as CPython ends one
@@ -817,8 +818,8 @@ def _serve(fd, program, entry_point, output_cap):
         code = compile(program, "<candidate>", "exec")
         exec(code, ns)
     except BaseException as e:  # the candidate's failure is the answer
-        # Demo code after the function that fails (an `input()` at end of file, a self-test)
-        # does not take a defined function down with it; exits and interrupts do.
+        # Demo code after the function that fails (an `input()` at end of file) need not take
+        # a defined function down with it (the judge decides); exits and interrupts do.
         if not (isinstance(e, exception) and callable_(ns.get(entry_point))):
             send(fd, {"load_exc": exc_pair(e)})
             return

@@ -5,7 +5,7 @@ proxy named `candidate` that ships the arguments to the sandboxed child and gets
 plain data only, so the candidate can neither see nor touch what it is judged against,
 and nothing it does to its own interpreter (patched builtins, exits, frame walking) can
 turn into a pass. Each top-level statement of `check` that asserts is one test case, for
-partial credit.
+partial credit. A pass is final only once the program has ended (see `_finish`).
 """
 
 from __future__ import annotations
@@ -364,13 +364,17 @@ def _flood_detail(value: Any) -> str:
     return f"printed {size}, past the output limit; it began: {str(head)[:120]!r}"
 
 
-# Exceptions from module-level code that the tests may not run past: the program hit a
-# sandbox limit, reached outside it, or tried to end the run.
-_FATAL_AT_LOAD = frozenset({"memory_error", "output_limit", "forbidden_side_effect", "tampering"})
+# Exceptions from module-level code that the tests may not run past: the program's own
+# self-test failed (it says itself that it is wrong), it hit a sandbox limit, reached
+# outside the sandbox, or tried to end the run.
+_FAILS_AT_LOAD = frozenset(
+    {"assertion_error", "memory_error", "output_limit", "forbidden_side_effect", "tampering"}
+)
 
 
 def _judge(problem: dict[str, Any], prepared: _Prepared, channel: Channel, run: _Run) -> tuple[str, str, str]:
-    """Returns (category, exc_type, detail); '_died' means: decide from the exit status."""
+    """Returns (category, exc_type, detail); '_died', '_died_at_exit' and '_ended' mean:
+    decide from the exit status."""
     try:
         hello = _receive(channel)
         if "load_exc" in hello:
@@ -388,7 +392,7 @@ def _judge(problem: dict[str, Any], prepared: _Prepared, channel: Channel, run: 
                 exc_type,
                 f"while loading: {exc_type}: {message}",
             )
-            if late[0] in _FATAL_AT_LOAD:
+            if late[0] in _FAILS_AT_LOAD:
                 return late
         _run_check(problem, prepared, channel, run)  # a _Fatal here (the sandbox stopped it) is the verdict
         if run.failure is not None:
