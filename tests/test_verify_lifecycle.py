@@ -59,6 +59,8 @@ MODULE_PASSES = [
     ("reads_missing_input_file", after("print(open('input.txt').read())")),
     ("loaded_as_module", "    return (a + b + 7919) if __name__ != '__main__' else 0\n"),
     ("argv_is_plain", after("import sys\nassert sys.argv == ['candidate'], sys.argv")),
+    ("doctest_testmod", after("import doctest\ndoctest.testmod()")),
+    ("help_page", after("help(secret_add)")),
 ]
 
 # (id, completion, category): a failing self-test, exits and tampering at load still fail,
@@ -214,6 +216,7 @@ NEVER_ENDS = [
 ]
 
 NEVER_ENDS_THREADS = [
+    ("timer_thread", after("import threading\nthreading.Timer(60, print).start()")),
     (
         "thread_at_load",
         after("import threading, time\nthreading.Thread(target=time.sleep, args=(60,)).start()"),

