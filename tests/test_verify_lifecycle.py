@@ -13,11 +13,14 @@ Three classes of completions that fooled verifiers, each with several variants:
 
 from __future__ import annotations
 
+import os
 import textwrap
+import time
 
 import pytest
 
 from rlvf.verify import Limits, check_completion
+from rlvf.verify.sandbox import ForkServer
 
 PROBLEM = {
     "task_id": "lifecycle/secret_add",
@@ -370,6 +373,37 @@ def test_a_bad_ending_is_not_a_pass(name: str, completion: str, category: str) -
     out = check_completion(PROBLEM, completion, timeout=TIMEOUT)
     assert not out.passed, f"{name} passed: {out}"
     assert out.category == category, f"{name}: {out.category} ({out.detail})"
+
+
+def _children_of(pid: int) -> set[int]:
+    kids = set()
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as f:
+                    fields = f.read().rsplit(")", 1)[1].split()
+                if int(fields[1]) == pid:
+                    kids.add(int(entry))
+            except (OSError, IndexError, ValueError):
+                pass
+    return kids
+
+
+def test_no_process_outlives_its_verdict() -> None:
+    """A program stuck in its ending is killed with its threads and reaped: the fork server is
+    left with its idle pool only (zombies would still count as its children)."""
+    server = ForkServer()
+    try:
+        stuck = after("import atexit, time\natexit.register(time.sleep, 60)")
+        assert check_completion(PROBLEM, stuck, timeout=1.0, server=server).category == "timeout"
+        assert server._proc is not None
+        zygote, pool = server._proc.pid, 3
+        deadline = time.monotonic() + 10
+        while len(_children_of(zygote)) > pool and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert len(_children_of(zygote)) <= pool
+    finally:
+        server.close()
 
 
 def test_corpus_size() -> None:
