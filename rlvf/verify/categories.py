@@ -12,9 +12,9 @@ CATEGORIES: tuple[str, ...] = (
     "import_error",
     "recursion_error",
     "runtime_error",  # any other exception; Outcome.exc_type keeps its name
-    "timeout",
+    "timeout",  # wall-clock or CPU limit, also a program that passed its tests but did not end
     "memory_error",
-    "output_limit",
+    "output_limit",  # printed past Limits.output_mb, or a file past Limits.file_mb
     "tampering",  # early exit, harness tampering, rigged return values
     "forbidden_side_effect",  # file outside the sandbox, process spawn, network, signals
     "format_error",  # the entry point the tests call is missing, or the program is oversized

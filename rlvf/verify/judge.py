@@ -5,7 +5,7 @@ proxy named `candidate` that ships the arguments to the sandboxed child and gets
 plain data only, so the candidate can neither see nor touch what it is judged against,
 and nothing it does to its own interpreter (patched builtins, exits, frame walking) can
 turn into a pass. Each top-level statement of `check` that asserts is one test case, for
-partial credit.
+partial credit. A pass is final only once the program has ended (see `_finish`).
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ from rlvf.records import PROBLEM_FIELDS, Outcome
 from rlvf.verify.categories import PASS, category_of_exception
 from rlvf.verify.flags import behaviour_flags
 from rlvf.verify.sandbox import (
+    OUTPUT_EXIT,
     VIOLATION_EXIT,
     Channel,
     ChannelClosed,
@@ -264,9 +265,11 @@ def check_completion(
         category, exc_type, detail = "timeout", "", "wall-clock time limit"
     finally:
         channel.close()
-        status = server.finish(pid, want_status=category == "_died")
+        status = server.finish(pid, want_status=category in ("_died", "_died_at_exit", "_ended"))
     if category == "_died":
         category, exc_type, detail = _from_status(status)
+    elif category in ("_died_at_exit", "_ended"):
+        category, exc_type, detail = _from_exit_status(status, said_bye=category == "_ended")
     passed = run.passed if prepared.n_cases else int(category == PASS)
     return _outcome(
         problem,
@@ -291,6 +294,28 @@ def _safe_flags(prompt: str, completion: str) -> tuple[str, ...]:
 _CRASHES = frozenset({"SIGSEGV", "SIGBUS", "SIGFPE", "SIGILL", "SIGABRT"})
 
 
+def _from_exit_status(status: int | None, said_bye: bool) -> tuple[str, str, str]:
+    """Every test passed and the program was ending: the verdict is its exit status.
+
+    Status 0 is a program that ended on its own (through the sandbox's last word, or an
+    `os._exit(0)` in an atexit handler or a finalizer). Anything else is not a clean end:
+    a non-zero exit, a crash, a signal, or, after the last word, a process still alive when
+    its channel closed (the SIGKILL is then the judge's own, sent after the fact)."""
+    kind, what = describe_status(status)
+    if kind == "exit" and what == "0":
+        return PASS, "", ""
+    if said_bye and kind == "signal" and what == "SIGKILL":
+        return "tampering", "", "the program closed its channel but had not ended"
+    category, exc_type, _ = _from_status(status)
+    if kind == "exit":
+        return category, exc_type, f"the program exited with status {what} while ending, after its tests"
+    return (
+        category,
+        exc_type,
+        f"the program was ended by {what or 'an unknown cause'} while ending, after its tests",
+    )
+
+
 def _from_status(status: int | None) -> tuple[str, str, str]:
     kind, what = describe_status(status)
     if kind == "signal" and what == "SIGXCPU":
@@ -301,6 +326,8 @@ def _from_status(status: int | None) -> tuple[str, str, str]:
         return "forbidden_side_effect", "", "a system call the sandbox forbids (seccomp)"
     if kind == "exit" and what == str(VIOLATION_EXIT):
         return "forbidden_side_effect", "", "exited through the sandbox's violation path"
+    if kind == "exit" and what == str(OUTPUT_EXIT):
+        return "output_limit", "", "printed past the output limit"
     if kind == "exit":
         return "tampering", "", f"the program exited early (status {what}) before the tests finished"
     if kind == "signal" and what in _CRASHES:
@@ -325,11 +352,29 @@ def _receive(channel: Channel) -> dict[str, Any]:
         event = msg["violation"]
         what = " ".join(str(x) for x in event) if isinstance(event, list) else str(event)
         raise _Fatal("forbidden_side_effect", f"blocked: {what}"[:300])
+    if "output_limit" in msg:
+        raise _Fatal("output_limit", _flood_detail(msg["output_limit"]))
     return msg
 
 
+def _flood_detail(value: Any) -> str:
+    """The one-line report of an output flood, with the head of what was printed."""
+    total, head = value if isinstance(value, list) and len(value) == 2 else (0, "")
+    size = f"{total / 2**20:.1f} MiB" if isinstance(total, int) else "too much"
+    return f"printed {size}, past the output limit; it began: {str(head)[:120]!r}"
+
+
+# Exceptions from module-level code that the tests may not run past: the program's own
+# self-test failed (it says itself that it is wrong), it hit a sandbox limit, reached
+# outside the sandbox, or tried to end the run.
+_FAILS_AT_LOAD = frozenset(
+    {"assertion_error", "memory_error", "output_limit", "forbidden_side_effect", "tampering"}
+)
+
+
 def _judge(problem: dict[str, Any], prepared: _Prepared, channel: Channel, run: _Run) -> tuple[str, str, str]:
-    """Returns (category, exc_type, detail); '_died' means: decide from the exit status."""
+    """Returns (category, exc_type, detail); '_died', '_died_at_exit' and '_ended' mean:
+    decide from the exit status."""
     try:
         hello = _receive(channel)
         if "load_exc" in hello:
@@ -339,12 +384,20 @@ def _judge(problem: dict[str, Any], prepared: _Prepared, channel: Channel, run: 
             return "format_error", "", f"the program does not define {problem['entry_point']!r}"
         if "ready" not in hello:
             return "tampering", "", "unexpected message from the sandbox"
-        _run_check(problem, prepared, channel, run)
+        late = None
+        if "late_exc" in hello:  # module-level code after the entry point raised
+            exc_type, message = _pair(hello["late_exc"])
+            late = (
+                category_of_exception(exc_type, message),
+                exc_type,
+                f"while loading: {exc_type}: {message}",
+            )
+            if late[0] in _FAILS_AT_LOAD:
+                return late
+        _run_check(problem, prepared, channel, run)  # a _Fatal here (the sandbox stopped it) is the verdict
         if run.failure is not None:
-            return run.failure
-        channel.send({"ping": 1})
-        if "pong" not in _receive(channel):
-            return "tampering", "", "unexpected message from the sandbox"
+            return late or run.failure  # the category it had before the tests could run past it
+        return _finish(channel)
     except _Fatal as f:
         return f.category, f.exc_type, f.detail
     except ChannelClosed:
@@ -353,9 +406,45 @@ def _judge(problem: dict[str, Any], prepared: _Prepared, channel: Channel, run: 
         return "timeout", "", "wall-clock time limit"
     except Exception as e:  # hostile answers that break the judge's own machinery
         return "tampering", "", f"the sandbox's answers could not be processed ({type(e).__name__})"
-    if run.failure is not None:
-        return run.failure
-    return PASS, "", ""
+
+
+_NOT_ENDED = "every test passed, but the program did not end within the time limit"
+
+
+def _finish(channel: Channel) -> tuple[str, str, str]:
+    """Every test passed: the verdict is a pass only once the program has ended.
+
+    The child ends as CPython ends a program (non-daemon threads, atexit handlers,
+    finalizers), says `bye` with every signal blocked, and exits. The pass is final when the
+    judge has read `bye` and then the end of the channel (the kernel closes it as the
+    process exits), both before the deadline, and the reaped exit status is 0 (a child that
+    closed its own channel and kept running shows the judge's SIGKILL instead). A program
+    still running at the deadline is a timeout; one that died while ending is judged by its
+    exit status."""
+    try:
+        channel.send({"finish": 1})
+        msg = _receive(channel)
+    except ChannelTimeout:
+        return "timeout", "", _NOT_ENDED
+    except ChannelClosed:  # it was gone before it heard the word: judged by its status too
+        return "_died_at_exit", "", ""
+    except _Fatal as f:
+        if f.category == "_died":
+            return "_died_at_exit", "", ""
+        if f.category == "timeout":
+            return "timeout", "", _NOT_ENDED
+        raise
+    if "bye" not in msg:
+        return "tampering", "", "unexpected message from the sandbox while the program ended"
+    try:
+        channel.recv()
+    except ChannelClosed:
+        return "_ended", "", ""  # a pass if the exit status says the process ended cleanly
+    except ChannelTimeout:
+        return "timeout", "", _NOT_ENDED
+    except ChannelOversize:
+        pass
+    return "tampering", "", "the sandbox spoke after the program's last word"
 
 
 def _pair(value: Any) -> tuple[str, str]:

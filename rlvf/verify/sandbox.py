@@ -30,16 +30,25 @@ from typing import Any
 _ZYGOTE = Path(__file__).with_name("_zygote.py")
 _MAX_FRAME = 16 * 1024 * 1024
 VIOLATION_EXIT = 86
+OUTPUT_EXIT = 87  # the child printed past Limits.output_mb
 NOBODY = 65534
 
 
 @dataclass(frozen=True)
 class Limits:
-    """Per-sample resource limits. `timeout` is wall-clock seconds for the whole sample."""
+    """Per-sample resource limits.
+
+    `timeout` is wall-clock seconds for the whole sample: loading, every test call and the
+    program's own ending (threads, atexit handlers, finalizers). `output_mb` caps what it may
+    print in all (stdout and stderr together): output is drained and dropped as it comes, so
+    a chatty correct function passes, and a flood ends at the cap (or at the timeout).
+    `file_mb` caps each file it writes in its directory.
+    """
 
     timeout: float = 3.0
     memory_mb: int = 1024
     file_mb: float = 1.0
+    output_mb: float = 32.0
     nproc: int = 1
     max_program_bytes: int = 512 * 1024
 
