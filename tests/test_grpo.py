@@ -165,3 +165,27 @@ def test_two_grpo_steps_change_every_trainable_param_and_keep_every_rollout(
     for key in ("train/reward", "train/verifier_infra_failure_rate", "train/verifier_tampering_rate"):
         assert key in logged
     assert "train/dynamic_sampling_zero_variance_after" in logged
+
+
+def test_merged_adapter_samples_the_same_policy_and_restores_the_base_exactly(tiny_policy) -> None:
+    from rlvf.models.loader import LoraSpec, PolicySpec, apply_lora, load_policy
+    from rlvf.train.grpo import merged_adapter
+
+    model, tok = load_policy(PolicySpec(base=str(tiny_policy), device="cpu"), trainable=True)
+    model = apply_lora(model, LoraSpec(r=4, alpha=8, dropout=0.0))
+    with torch.no_grad():
+        for n, p in model.named_parameters():
+            if "lora_B" in n:
+                p.normal_(0, 0.05)  # a trained adapter: B is no longer zero
+    model.eval()
+    ids = tok(TASKS[0].prompt, return_tensors="pt")["input_ids"]
+    base = {n: p.detach().clone() for n, p in model.named_parameters() if "lora_" not in n}
+    with torch.no_grad():
+        plain = model(input_ids=ids).logits
+        with merged_adapter(model):
+            merged = model(input_ids=ids).logits
+            assert any(not torch.equal(base[n], p) for n, p in model.named_parameters() if n in base)
+        after = model(input_ids=ids).logits
+    assert torch.allclose(plain, merged, atol=1e-4)
+    assert torch.equal(plain, after)
+    assert all(torch.equal(base[n], p) for n, p in model.named_parameters() if n in base)

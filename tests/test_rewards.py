@@ -152,9 +152,10 @@ def test_killing_the_fork_server_mid_batch_gives_none_not_zero() -> None:
         assert all(r in (None, 1.0) for r in rewards)
         assert fn.n_infra == rewards.count(None)
         assert [s.outcome.category for s in fn.last].count("infra_error") == rewards.count(None)
-        # The same failure with a strict threshold stops the run with a clear error.
-        with pytest.raises(InfraFailureError):
-            check_infra_rate(fn.n_infra, fn.n_scored, 0.0)
+        # Over the run's threshold, the next batch stops training with a clear error.
+        fn.max_infra_rate = 0.0
+        with pytest.raises(InfraFailureError, match=f"could not judge {fn.n_infra} of {n + 1} completions"):
+            fn(completions=[ADD.canonical_solution], task_id=[ADD.task_id])
     finally:
         server.close()
 
