@@ -94,6 +94,9 @@ class _Raw:
     text: str
     n_tokens: int
     finish: str
+    # The sampled ids (EOS kept when emitted, padding dropped): what an RL trainer scores.
+    # Every id is the policy's own, so the completion mask is all ones. Empty from vLLM.
+    token_ids: tuple[int, ...] = ()
 
 
 def _batch_seed(seed: int, batch: int) -> int:
@@ -251,7 +254,8 @@ class HFBackend:
                     while ids and ids[-1] == tok.pad_token_id:
                         ids = ids[:-1]
                 text = tok.decode(ids, skip_special_tokens=True)
-                out[i] = _Raw(text=text, n_tokens=len(ids), finish=finish)
+                sampled = (*ids, tok.eos_token_id) if finish == "eos" else tuple(ids)
+                out[i] = _Raw(text=text, n_tokens=len(ids), finish=finish, token_ids=sampled)
             if bar is not None:
                 bar.update(len(idx))
 

@@ -20,7 +20,9 @@ CATEGORIES: tuple[str, ...] = (
     "format_error",  # the entry point the tests call is missing, or the program is oversized
     "no_code",  # empty completion
     "invalid_input",  # the record cannot be judged (unknown task, missing fields)
+    "infra_error",  # the sandbox itself failed while judging: no verdict on the sample at all
 )
+INFRA_ERROR = "infra_error"
 
 _BY_EXCEPTION = {
     "AssertionError": "assertion_error",

@@ -153,6 +153,7 @@ class ForkServer:
         self._ctl: socket.socket | None = None
         self.landlock_abi = 0
         self.uid_drop = False
+        self.starts = 0  # how many fork servers were started: a rise mid-sample means one died
         self.root = os.geteuid() == 0
         self.base = Path(tempfile.mkdtemp(prefix="rlvf-sandbox-"))
         if self.root:
@@ -170,6 +171,7 @@ class ForkServer:
             cwd=self.base,
         )
         theirs.close()
+        self.starts += 1
         ours.settimeout(30)
         self._ctl = ours
         hello = self._read_reply()[0]

@@ -1,0 +1,171 @@
+"""GRPO steps with rollouts through rlvf's engine vs TRL's default generation, side by side.
+
+    python benchmarks/grpo_bench.py                          # embedded:small, 3 steps each
+    python benchmarks/grpo_bench.py --policy embedded --steps 4 --max-completion-length 192
+
+The same GRPO steps (same tasks, settings, seed, LoRA, real sandboxed reward, dynamic
+sampling off so both do the same work) run twice in one process: once with rollouts
+through `rlvf.generate.engine` (rows stop at the end of their function and leave the
+batch), once through GRPOTrainer's own `model.generate` path. Prints seconds per step, the
+ratio (goal: rlvf >= 1.5x faster on 2 CPU cores) and each path's share of step time in
+generation, reward (sandbox) and the rest (log-prob forwards + optimisation). The first
+step of each path is a warm-up and is left out of the means.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import tempfile
+import time
+from collections import defaultdict
+from pathlib import Path
+
+import torch
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def _instrument(timers: dict[str, float]) -> None:
+    """Time GRPOTrainer's generation and reward calls (benchmark-only wrappers)."""
+    from trl import GRPOTrainer
+
+    def wrap(name: str, key: str) -> None:
+        original = getattr(GRPOTrainer, name)
+        if getattr(original, "_rlvf_timed", False):
+            return
+
+        def timed(self, *a, **k):
+            t0 = time.perf_counter()
+            try:
+                return original(self, *a, **k)
+            finally:
+                timers[key] += time.perf_counter() - t0
+
+        timed._rlvf_timed = True  # type: ignore[attr-defined]
+        setattr(GRPOTrainer, name, timed)
+
+    wrap("_generate", "generation")
+    wrap("_calculate_rewards", "reward")
+
+
+def run_path(args, rollouts: str, tasks, timers: dict[str, float]) -> dict:
+    from transformers import TrainerCallback
+
+    from rlvf.models.loader import LoraSpec, PolicySpec
+    from rlvf.train.grpo import GRPOSettings, train_grpo
+
+    steps: list[dict[str, float]] = []
+
+    class StepTimer(TrainerCallback):
+        def on_step_begin(self, a, state, control, **kw):
+            timers.clear()
+            self.t0 = time.perf_counter()
+
+        def on_step_end(self, a, state, control, **kw):
+            total = time.perf_counter() - self.t0
+            steps.append({"total": total, "generation": timers["generation"], "reward": timers["reward"]})
+
+    settings = GRPOSettings(
+        num_generations=args.num_generations,
+        batch_size=args.batch_size,
+        max_completion_length=args.max_completion_length,
+        temperature=args.temperature,
+        learning_rate=1e-4,
+        max_steps=args.steps,
+        seed=args.seed,
+        rollouts=rollouts,
+        dynamic_sampling=False,
+    )
+    lora = LoraSpec(r=8, alpha=16, dropout=0.0)
+    result = train_grpo(
+        PolicySpec(base=args.policy, device="cpu"),
+        tasks,
+        settings,
+        Path(tempfile.mkdtemp(prefix=f"grpo-bench-{rollouts}-")),
+        lora=lora,
+        callbacks=[StepTimer()],
+    )
+    timed = steps[1:] if len(steps) > 1 else steps
+    mean = {k: sum(s[k] for s in timed) / len(timed) for k in ("total", "generation", "reward")}
+    mean["rest"] = mean["total"] - mean["generation"] - mean["reward"]
+    lengths = [
+        h["train/completions_mean_length"] for h in result.history if "train/completions_mean_length" in h
+    ]
+    mean["completion_tokens"] = sum(lengths) / len(lengths) if lengths else 0.0
+    return {"rollouts": rollouts, "steps": steps, "s_per_step": mean["total"], "mean": mean}
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--policy", default="embedded:small")
+    ap.add_argument("--suite", default="procedural:train")
+    ap.add_argument("--tasks", type=int, default=16, help="N tasks evenly spaced through the suite")
+    ap.add_argument("--steps", type=int, default=3, help="GRPO steps per path (the first is a warm-up)")
+    ap.add_argument("--num-generations", type=int, default=8)
+    ap.add_argument("--batch-size", type=int, default=16, help="completions per step")
+    ap.add_argument("--max-completion-length", type=int, default=128)
+    ap.add_argument("--temperature", type=float, default=0.8)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--json", type=str, default=None, help="also write the figures here")
+    args = ap.parse_args(argv)
+
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    import warnings
+
+    warnings.filterwarnings("ignore")
+    from rlvf.evaluate.core import load_tasks
+
+    tasks = load_tasks(args.suite, limit=args.tasks)
+    timers: dict[str, float] = defaultdict(float)
+    _instrument(timers)
+    results = [run_path(args, r, tasks, timers) for r in ("rlvf", "trl")]
+    rlvf, trl = results
+    ratio = trl["s_per_step"] / rlvf["s_per_step"]
+    print(
+        f"cpu: {cpu_model()}; torch cpu capability: {torch.backends.cpu.get_cpu_capability()}; "
+        f"cores: {os.cpu_count()}; threads: {os.environ.get('RLVF_THREADS', '1 (rlvf default)')}"
+    )
+    print(
+        f"policy {args.policy}, {len(tasks)} tasks, {args.batch_size} completions/step "
+        f"({args.num_generations} per prompt), max {args.max_completion_length} tokens, "
+        f"{args.steps} steps per path (first left out)"
+    )
+    for r in results:
+        m = r["mean"]
+        t = m["total"]
+        print(
+            f"  {r['rollouts']:>4}: {t:6.2f} s/step   generation {m['generation'] / t:5.1%}   "
+            f"reward {m['reward'] / t:5.1%}   forwards+optimisation {m['rest'] / t:5.1%}   "
+            f"mean completion {m['completion_tokens']:.0f} tokens"
+        )
+    print(f"rlvf engine vs TRL generate: {ratio:.2f}x faster per step (goal >= 1.5x)")
+    if args.json:
+        Path(args.json).write_text(
+            json.dumps(
+                {
+                    "ratio": ratio,
+                    "results": results,
+                    "cpu": cpu_model(),
+                    "capability": torch.backends.cpu.get_cpu_capability(),
+                    "args": vars(args),
+                },
+                indent=1,
+            )
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
