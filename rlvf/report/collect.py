@@ -297,7 +297,7 @@ class Collector:
             },
             "train": self._train(run),
             "lm_eval": lm,
-            "evals": {suite: _eval_record(res) for suite, res in sorted(evals.items())},
+            "evals": {suite: eval_record(res) for suite, res in sorted(evals.items())},
         }
         return rec
 
@@ -339,7 +339,7 @@ class Collector:
                 "params": {},
                 "train": {},
                 "lm_eval": {},
-                "evals": {suite: _eval_record(res) for suite, res in sorted(evals.items())},
+                "evals": {suite: eval_record(res) for suite, res in sorted(evals.items())},
                 "recorded_by": [],
             }
         self.synthetic[sid]["recorded_by"] = sorted({*self.synthetic[sid]["recorded_by"], run.info.run_id})
@@ -397,7 +397,8 @@ def _lm_eval(metrics: dict[str, float]) -> dict[str, dict[str, float | None]]:
     return dict(sorted(out.items()))
 
 
-def _eval_record(res: EvalResult) -> dict[str, Any]:
+def eval_record(res: EvalResult) -> dict[str, Any]:
+    """An EvalResult in the registry-record layout `report.headtohead` compares."""
     keys = [str(s) for s in res.seeds]
     try:
         summary = summarize(res)
