@@ -3,7 +3,6 @@
 See `rlvf.config.loader` for how a config is assembled and `rlvf.config.schema` for every key.
 """
 
-
 from __future__ import annotations
 
 import importlib

@@ -3,9 +3,9 @@ changes results (and so enters `config_hash`) or is one of the fairness invarian
 
 The values themselves live in `rlvf/recipes/default.yaml` (the one source of defaults);
 this module only says what is allowed. The shared sections are declared here; each method
-declares its own section and keys in its module (rlvf.methods), and `rebuild()` joins them. A key that a method does not use is dropped from
-that method's normalised config, so an `eval` run's hash does not move when a training
-knob does.
+declares its own section and keys in its module (rlvf.methods), and `rebuild()` joins them.
+A key that a method does not use is dropped from that method's normalised config, so an
+`eval` run's hash does not move when a training knob does.
 """
 
 from __future__ import annotations

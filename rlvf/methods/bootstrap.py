@@ -46,7 +46,6 @@ def run_bootstrap(cfg: Any) -> StageResult:
     return res
 
 
-
 METHOD = Method(
     name="bootstrap",
     help="Bootstrap (or reuse) the embedded model and record it as a run.",

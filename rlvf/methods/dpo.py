@@ -88,7 +88,6 @@ def resolve_pairs(spec: str | None) -> PairsSource | None:
     raise UserError(f"data.pairs: pairs file {spec} does not exist (give a JSONL path or a pairs run id)")
 
 
-
 def resolve(cfg: Any) -> Inputs:
     """Given pairs (data.pairs) are loaded and subset before the run opens; none: built later."""
     from rlvf.datasets.pairs import load_pairs, nested_subset
@@ -182,6 +181,26 @@ def health(history: list[dict[str, float]]) -> list[str]:
     return []
 
 
+def examples(n: int) -> list[Pair]:
+    """Pairs that need no model: a task's reference solution (chosen) against a wrong one."""
+    from rlvf.tasks import load_suite
+
+    tasks = [t for t in load_suite("procedural:train") if t.wrong_solutions][:n]
+    return [
+        Pair(
+            t.prompt,
+            t.canonical_solution,
+            t.wrong_solutions[0].completion,
+            t.task_id,
+            0,
+            1,
+            "assertion",
+            "ref",
+        )
+        for t in tasks
+    ]
+
+
 METHOD = Method(
     name="dpo",
     help="DPO (TRL) on verified pairs (a file, a pairs run id, or built now); evaluates against the base, "
@@ -202,5 +221,6 @@ METHOD = Method(
         make_trainer=make_trainer,
         curves=("train/loss", "train/rewards_margins", "train/rewards_accuracies"),
         health=health,
+        examples=examples,
     ),
 )

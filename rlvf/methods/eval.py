@@ -55,7 +55,6 @@ def run_eval(cfg: Any) -> StageResult:
     return res
 
 
-
 METHOD = Method(
     name="eval",
     help="Evaluate a policy (the base, or --init RUN_ID|models:/...|DIR) on code suites over several seeds.",

@@ -97,7 +97,6 @@ def make_pairs(cfg: Any, run: Any, policy: Any, policy_name: str) -> list[Pair]:
     return pairs
 
 
-
 def run_pairs(cfg: Any) -> StageResult:
     """Sample from a policy, verify, build pairs; the pairs are the run's dataset artifact."""
     from rlvf.models.loader import load_policy
@@ -116,7 +115,6 @@ def run_pairs(cfg: Any) -> StageResult:
     res.seconds = time.perf_counter() - t0
     res.summary.append(f"{len(pairs)} pairs logged as data/pairs.jsonl (use data.pairs={res.run_id})")
     return res
-
 
 
 METHOD = Method(

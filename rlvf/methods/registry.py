@@ -45,6 +45,8 @@ class Training:
     curves: stepped metrics the report plots for this method (first: the loss).
     health(history): extra warnings from the logged history (the shared ones: NaN or
         diverging loss).
+    examples(n): n training rows that need no model (from the procedural suite's reference
+        and wrong solutions): every method's smoke test trains on them.
     """
 
     title: str
@@ -57,6 +59,7 @@ class Training:
     rename: Mapping[str, str] = field(default_factory=dict)
     curves: tuple[str, ...] = ("train/loss",)
     health: Callable[[list[dict[str, float]]], list[str]] | None = None
+    examples: Callable[[int], list[Any]] | None = None
 
 
 @dataclass

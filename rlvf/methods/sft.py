@@ -107,6 +107,16 @@ def make_trainer(cfg: Any, *, model, tok, rows, args, peft_config, callbacks):
     )
 
 
+def examples(n: int) -> list[dict[str, Any]]:
+    """Rows that need no model: tasks' reference solutions."""
+    from rlvf.tasks import load_suite
+
+    return [
+        {"prompt": t.prompt, "completion": t.canonical_solution, "task_id": t.task_id}
+        for t in load_suite("procedural:train")[:n]
+    ]
+
+
 METHOD = Method(
     name="sft",
     help="SFT (TRL) on the policy's own verified samples or a teacher-trace JSONL; evaluates, logs and "
@@ -123,5 +133,6 @@ METHOD = Method(
         config_class=config_class,
         trainer_args=trainer_args,
         make_trainer=make_trainer,
+        examples=examples,
     ),
 )

@@ -63,12 +63,10 @@ def policy_spec(cfg: Any, init: Any = None):
     return base_spec(cfg, init.directory if init else None)
 
 
-
 def eval_settings(cfg: Any):
     from rlvf.evaluate import EvalSettings
 
     return EvalSettings.from_config(cfg)
-
 
 
 def base_eval_key(cfg: Any) -> tuple[str, dict[str, Any], Any]:
@@ -140,4 +138,3 @@ def base_eval(cfg: Any) -> dict[str, Any]:
     )
     eval_cache.store(key, evals, ident)
     return evals
-

@@ -143,4 +143,3 @@ def finish_training(cfg: Any, run: Any, trained: Any, result: StageResult) -> No
         result.registered = (name, str(version.version))
         alias = f" (alias '{cfg['registry.alias']}')" if cfg["registry.alias"] else ""
         result.summary.append(f"registered {name} version {version.version}{alias}")
-

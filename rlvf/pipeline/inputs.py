@@ -80,7 +80,6 @@ def resolve_init(init: str | None) -> PolicySource | None:
     return PolicySource(directory, run_id, inv, method)
 
 
-
 def init_label(cfg: Any, init: PolicySource | None) -> str:
     """The policy name recorded on samples drawn from the base or from model.init."""
     from rlvf.pipeline.base import policy_label

@@ -23,7 +23,6 @@ class StageResult:
 def log(msg: str) -> None:
     print(f"[rlvf] {msg}", file=sys.stderr, flush=True)
 
-
     @property
     def n_pairs(self) -> int:
         """Older name of n_examples (pairs runs and DPO count pairs)."""

@@ -90,4 +90,3 @@ def base_samples(cfg: Any, tasks: Sequence[Task], policy_name: str) -> tuple[lis
     samples, outcomes = sample_and_verify(cfg, load_policy(policy_spec(cfg, None)), tasks, policy_name)
     cache.store_samples(key, samples, outcomes, ident)
     return samples, outcomes
-

@@ -134,7 +134,9 @@ def train_policy(
     """Train `cfg`'s policy with `method` (an `rlvf.methods.Method`) on `rows`; the result
     (weights or adapter) is saved to out/policy. Progress bars follow cfg.tracking.progress."""
     with quiet(cfg["tracking.progress"]):
-        return _train_policy(method, cfg, rows, out, run=run, init_dir=init_dir, extra_callbacks=extra_callbacks)
+        return _train_policy(
+            method, cfg, rows, out, run=run, init_dir=init_dir, extra_callbacks=extra_callbacks
+        )
 
 
 def _train_policy(

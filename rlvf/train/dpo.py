@@ -26,4 +26,6 @@ def train_dpo(
     from rlvf.methods import get
     from rlvf.train.common import train_policy
 
-    return train_policy(get("dpo"), cfg, pairs, out, run=run, init_dir=init_dir, extra_callbacks=extra_callbacks)
+    return train_policy(
+        get("dpo"), cfg, pairs, out, run=run, init_dir=init_dir, extra_callbacks=extra_callbacks
+    )

@@ -25,4 +25,6 @@ def train_sft(
     from rlvf.methods import get
     from rlvf.train.common import train_policy
 
-    return train_policy(get("sft"), cfg, rows, out, run=run, init_dir=init_dir, extra_callbacks=extra_callbacks)
+    return train_policy(
+        get("sft"), cfg, rows, out, run=run, init_dir=init_dir, extra_callbacks=extra_callbacks
+    )
