@@ -19,11 +19,11 @@ class StageResult:
     n_examples: int = 0  # training rows (pairs for DPO and the pairs stage)
     summary: list[str] = field(default_factory=list)
 
-
-def log(msg: str) -> None:
-    print(f"[rlvf] {msg}", file=sys.stderr, flush=True)
-
     @property
     def n_pairs(self) -> int:
         """Older name of n_examples (pairs runs and DPO count pairs)."""
         return self.n_examples
+
+
+def log(msg: str) -> None:
+    print(f"[rlvf] {msg}", file=sys.stderr, flush=True)
