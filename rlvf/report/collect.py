@@ -352,19 +352,34 @@ class Collector:
             if f"train/{key}" in m:
                 out[key] = m[f"train/{key}"]
         if "train/loss" in m:
-            hist = sorted(
-                self.client.get_metric_history(run.info.run_id, "train/loss"),
-                key=lambda x: (x.step, x.timestamp),
-            )
-            curve = [[int(h.step), float(h.value)] for h in hist]
+            curve = self._curve(run.info.run_id, "train/loss")
             out["final_loss"] = curve[-1][1] if curve else m["train/loss"]
             out["first_loss"] = curve[0][1] if curve else m["train/loss"]
             out["nonfinite_loss"] = any(not math.isfinite(v) for _, v in curve)
-            if len(curve) > MAX_CURVE_POINTS:
-                step = (len(curve) - 1) / (MAX_CURVE_POINTS - 1)
-                curve = [curve[round(i * step)] for i in range(MAX_CURVE_POINTS)]
-            out["loss_curve"] = curve if len(curve) > 1 else []
+            out["loss_curve"] = _thin(curve) if len(curve) > 1 else []
+        # the method's other curves (rlvf.methods: e.g. DPO's reward margins, GRPO's reward / KL)
+        from rlvf.methods import curves
+
+        extra = {}
+        for key in curves(run.data.tags.get(schema.TAG_METHOD)):
+            if key != "train/loss" and key in m:
+                curve = self._curve(run.info.run_id, key)
+                if len(curve) > 1:
+                    extra[key] = _thin(curve)
+        if extra:
+            out["curves"] = extra
         return out
+
+    def _curve(self, run_id: str, key: str) -> list[list[float]]:
+        hist = sorted(self.client.get_metric_history(run_id, key), key=lambda x: (x.step, x.timestamp))
+        return [[int(h.step), float(h.value)] for h in hist]
+
+
+def _thin(curve: list[list[float]]) -> list[list[float]]:
+    if len(curve) > MAX_CURVE_POINTS:
+        step = (len(curve) - 1) / (MAX_CURVE_POINTS - 1)
+        curve = [curve[round(i * step)] for i in range(MAX_CURVE_POINTS)]
+    return curve
 
 
 def _local_dir(uri: str) -> Path | None:
