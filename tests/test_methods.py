@@ -213,3 +213,56 @@ def test_unregistered_toy_is_gone():
     from rlvf.config.schema import FIELDS, METHODS
 
     assert "toy" not in METHODS and "data.toy_rows" not in FIELDS and "toy.alpha" not in FIELDS
+
+
+# ------------------------------------------------------------------------- one comparison statistic
+
+
+def _result(policy: str, rows: list[list[int]]) -> object:
+    """An EvalResult over 30 tasks, 2 seeds x 2 samples; rows[seed][task] = passing samples."""
+    from rlvf.records import EvalResult
+
+    n = len(rows[0])
+    return EvalResult(
+        suite="procedural",
+        policy=policy,
+        seeds=[0, 1],
+        n_samples=2,
+        task_ids=[f"t{i}" for i in range(n)],
+        correct={str(s): rows[s] for s in (0, 1)},
+        categories={str(s): [["pass"] * 2 for _ in range(n)] for s in (0, 1)},
+    )
+
+
+@pytest.mark.parametrize("gain", [0, 3, 20])
+def test_run_summary_gives_the_sites_verdict(gain, tmp_path):
+    """The closing summary of a training run and the site's head-to-head judge a delta with the
+    same statistic (2xSE + McNemar), so they cannot disagree."""
+    import mlflow
+
+    from rlvf.config import load_config
+    from rlvf.evaluate.core import SuiteEval
+    from rlvf.pipeline.finish import compare_with_base
+    from rlvf.report.collect import eval_record
+    from rlvf.report.headtohead import suite_delta
+    from rlvf.tracking.runs import start_run
+
+    base = _result("base", [[1] * 10 + [0] * 20, [1] * 10 + [0] * 20])
+    new_rows = [min(2, c + (1 if i < gain + 10 else 0)) for i, c in enumerate([1] * 10 + [0] * 20)]
+    new = _result("dpo", [new_rows, new_rows])
+    want = suite_delta(eval_record(base), eval_record(new))
+    mlflow.set_tracking_uri(f"sqlite:///{tmp_path}/mlflow.db")
+    try:
+        with start_run(load_config("eval", "small"), "eval") as run:
+            (line,) = compare_with_base(
+                run, {"procedural": SuiteEval(new)}, {"procedural": SuiteEval(base)}, "dpo"
+            )
+            run.flush()
+        logged = mlflow.MlflowClient().get_run(run.run_id).data.metrics
+    finally:
+        mlflow.set_tracking_uri("")
+    assert line.endswith(": " + want["verdict"])
+    assert f"improved {want['improved']} / regressed {want['regressed']}" in line
+    assert logged["compare/procedural/delta_pass_at_1"] == pytest.approx(want["delta"])
+    assert logged["compare/procedural/delta_stderr"] == pytest.approx(want["se"])
+    assert (gain == 20) == want["verdict"].startswith("significant")

@@ -73,7 +73,7 @@ def compare_with_base(run: Any, evals: dict[str, Any], bases: dict[str, Any], me
         lines.append(
             f"{suite} pass@1: base {base['mean']:.3f} ± {base['stderr']:.3f} -> {method} {new['mean']:.3f} "
             f"± {new['stderr']:.3f}: {delta:+.3f} ± {2 * se:.3f} (2×SE), "
-            f"{d['improved']} tasks improved / {d['regressed']} regressed (McNemar p={d['mcnemar_p']:.3g}): "
+            f"tasks improved {d['improved']} / regressed {d['regressed']} (McNemar p={d['mcnemar_p']:.3g}): "
             f"{d['verdict']}"
         )
     return lines
