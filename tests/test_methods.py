@@ -266,3 +266,28 @@ def test_run_summary_gives_the_sites_verdict(gain, tmp_path):
     assert logged["compare/procedural/delta_pass_at_1"] == pytest.approx(want["delta"])
     assert logged["compare/procedural/delta_stderr"] == pytest.approx(want["se"])
     assert (gain == 20) == want["verdict"].startswith("significant")
+
+
+def test_a_methods_curves_reach_the_report(tmp_path):
+    """The report collects each method's declared curves (DPO: reward margins), not only the loss."""
+    import mlflow
+
+    from rlvf.config import load_config
+    from rlvf.report.collect import Collector
+    from rlvf.tracking.runs import start_run
+
+    mlflow.set_tracking_uri(f"sqlite:///{tmp_path}/mlflow.db")
+    try:
+        with start_run(load_config("dpo", "small"), "train") as run:
+            for step in range(1, 4):
+                run.metric("train/loss", 1.0 / step, step=step)
+                run.metric("train/rewards_margins", 0.1 * step, step=step)
+                run.metric("train/not_a_curve", 1.0, step=step)
+            run.flush()
+        client = mlflow.MlflowClient()
+        train = Collector(client)._train(client.get_run(run.run_id))
+    finally:
+        mlflow.set_tracking_uri("")
+    assert train["loss_curve"] == [[1, 1.0], [2, 0.5], [3, pytest.approx(1 / 3)]]
+    assert set(train["curves"]) == {"train/rewards_margins"}
+    assert [p[1] for p in train["curves"]["train/rewards_margins"]] == pytest.approx([0.1, 0.2, 0.3])
