@@ -291,3 +291,23 @@ def test_a_methods_curves_reach_the_report(tmp_path):
     assert train["loss_curve"] == [[1, 1.0], [2, 0.5], [3, pytest.approx(1 / 3)]]
     assert set(train["curves"]) == {"train/rewards_margins"}
     assert [p[1] for p in train["curves"]["train/rewards_margins"]] == pytest.approx([0.1, 0.2, 0.3])
+
+
+def test_generic_runner_serves_every_method():
+    """`python -m rlvf.pipeline METHOD` (what MLproject runs for a method without a script)."""
+    import subprocess
+    import sys
+
+    def run(*args):
+        return subprocess.run(
+            [sys.executable, "-m", "rlvf.pipeline", *args], capture_output=True, text=True, cwd=ROOT
+        )
+
+    ok = run("dpo", "--help")
+    assert ok.returncode == 0 and "--beta" in ok.stdout and "--n-pairs" in ok.stdout
+    bad = run("nope")
+    assert (
+        bad.returncode == 2 and "usage: python -m rlvf.pipeline {bootstrap,pairs,sft,dpo,eval}" in bad.stderr
+    )
+    typo = run("eval", "--recipe", "no-such-recipe")
+    assert typo.returncode == 2 and typo.stderr.strip().splitlines()[-1].startswith("error: unknown recipe")
