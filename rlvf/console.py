@@ -54,6 +54,8 @@ def quiet_libraries() -> None:
         warnings.filterwarnings("ignore", message=pattern)
     for name in ("bitsandbytes", "mlflow.models", "mlflow.types", "mlflow.pyfunc", "accelerate", "peft"):
         logging.getLogger(name).setLevel(logging.ERROR)
+    for name in ("mlflow.store.db.utils", "alembic"):  # a new store's schema set-up, told as INFO
+        logging.getLogger(name).setLevel(logging.WARNING)
     try:
         import transformers
 

@@ -207,9 +207,9 @@ def test_canonical_solutions_are_fast(eval_suite):
     for t in eval_suite:
         ns: dict = {}
         exec(compile(t.prompt + t.canonical_solution + t.test, t.task_id, "exec"), ns)
-        start = time.perf_counter()
+        start = time.process_time()  # CPU time: a loaded machine must not fail the test
         ns["check"](ns[t.entry_point])
-        assert time.perf_counter() - start < 0.3, t.task_id
+        assert time.process_time() - start < 0.3, t.task_id
 
 
 def test_verifier_passes_canonical_and_fails_wrong_exactly_as_declared(eval_suite):
