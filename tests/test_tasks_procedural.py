@@ -5,6 +5,7 @@ training and evaluation instances apart."""
 from __future__ import annotations
 
 import ast
+import dataclasses
 import hashlib
 import json
 import os
@@ -230,3 +231,14 @@ def test_verifier_passes_canonical_and_fails_wrong_exactly_as_declared(eval_suit
         if kind == "too_slow" and should_fail and o.category != "timeout":
             wrong.append(f"{o.task_id} too_slow failed by {o.category}, not by timing out")
     assert not wrong, "\n".join(wrong)
+
+
+def test_tasks_without_tests_are_the_same_tasks():
+    """The embedded model's corpus skips the test expectations; nothing else may change."""
+    from rlvf.tasks import procedural
+
+    full = procedural.generate(42, 1)
+    bare = procedural.generate(42, 1, with_tests=False)
+    assert [t.test for t in bare] == [""] * len(full)
+    strip = [dataclasses.replace(t, test="") for t in full]
+    assert bare == strip

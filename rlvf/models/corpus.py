@@ -72,10 +72,13 @@ def renamed_document(type_: str, fn: str, rng: random.Random, wrong: bool) -> tu
 
 def build_corpus(config: Any, seed: int) -> tuple[list[tuple[str, str]], dict[str, Any]]:
     """(prompt, solution) documents from the procedural training seed, and corpus stats."""
-    from rlvf.tasks import load_suite
+    from rlvf.tasks import procedural
 
-    tasks = load_suite("procedural:train", seed=config.train_seed, per_cell=config.per_cell)
-    eval_prompts = {t.prompt for t in load_suite("procedural")}
+    if config.train_seed == procedural.EVAL_SEED:
+        raise ValueError("the embedded model's corpus never comes from the eval seed")
+    # Documents need prompts and solutions only: skip computing test expectations (most of the time).
+    tasks = procedural.generate(config.train_seed, config.per_cell, with_tests=False)
+    eval_prompts = {t.prompt for t in procedural.generate(procedural.EVAL_SEED, 1, with_tests=False)}
     rng = random.Random(seed)
     docs: list[tuple[str, str]] = []
     n_wrong = n_renamed = dropped = 0

@@ -41,19 +41,28 @@ TRAIN_SEED = 42
 EVAL_SEED = 999
 
 
-def generate_task(type_: str, difficulty: int, seed: int, instance: int = 0) -> Task:
-    """One instance; the same arguments always give the same Task."""
+def generate_task(type_: str, difficulty: int, seed: int, instance: int = 0, with_test: bool = True) -> Task:
+    """One instance; the same arguments always give the same Task (`with_test`: see `render`)."""
     if type_ not in FAMILIES:
         raise ValueError(f"unknown procedural type {type_!r}; known: {', '.join(TYPES)}")
     if difficulty not in DIFFICULTIES:
         raise ValueError(f"unknown difficulty {difficulty!r}; known: {DIFFICULTIES}")
     rng = instance_rng(seed, type_, difficulty, instance)
-    return render(FAMILIES[type_], rng, seed=seed, difficulty=difficulty, instance=instance)
+    return render(
+        FAMILIES[type_], rng, seed=seed, difficulty=difficulty, instance=instance, with_test=with_test
+    )
 
 
-def generate(seed: int, per_cell: int = 1, types: tuple[str, ...] = TYPES) -> list[Task]:
+def generate(
+    seed: int, per_cell: int = 1, types: tuple[str, ...] = TYPES, with_tests: bool = True
+) -> list[Task]:
     """`per_cell` instances of every (type, difficulty) cell, in type, difficulty, instance order."""
-    return [generate_task(t, d, seed, i) for t in types for d in DIFFICULTIES for i in range(per_cell)]
+    return [
+        generate_task(t, d, seed, i, with_test=with_tests)
+        for t in types
+        for d in DIFFICULTIES
+        for i in range(per_cell)
+    ]
 
 
 __all__ = ["DIFFICULTIES", "EVAL_SEED", "FAMILIES", "TRAIN_SEED", "TYPES", "generate", "generate_task"]

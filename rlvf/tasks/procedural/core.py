@@ -169,12 +169,18 @@ def self_test(rng: random.Random, family: Family, fn: str, canonical: str) -> Wr
     return WrongSolution(kind="self_test", completion=canonical + tail, should_fail=style == 1)
 
 
-def render(family: Family, rng: random.Random, *, seed: int, difficulty: int, instance: int) -> Task:
+def render(
+    family: Family, rng: random.Random, *, seed: int, difficulty: int, instance: int, with_test: bool = True
+) -> Task:
+    """One task. `with_test=False` leaves `test` empty: the same prompt and solutions (the random
+    draws for the cases still happen), without running the reference on large d10 inputs,
+    which is most of the cost when only the documents are needed (the embedded model's corpus)."""
     fn = rng.choice(family.names)
     names = dict(zip(family.params[0], rng.choice(family.params), strict=True))
     names["fn"] = fn
     prompt = render_prompt(family, rng, fn, names)
-    test = render_test(family, family.cases(rng, difficulty))
+    cases = family.cases(rng, difficulty)
+    test = render_test(family, cases) if with_test else ""
     canonical = fill(family.canonical, names)
     wrong = [
         WrongSolution(kind=w.kind, completion=fill(w.body, names), should_fail=difficulty >= w.fails_from)
