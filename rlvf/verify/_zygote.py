@@ -122,22 +122,25 @@ def _recv(fd):
 def _serialiser_check():
     """A check that the parts `_send` writes replies with are still the ones loaded here.
 
-    Candidate code that patches them (json.dumps, the default encoder, its class, struct.pack,
-    os.write) could have its replies say anything; the judge then gets one frame that says
-    so instead (it also refuses any reply that does not echo its request's id). Bound once,
-    before any candidate code runs, and compared by identity only (no candidate method
-    runs in here)."""
+    Candidate code that patches them (json.dumps and loads, the default encoder and its
+    class, struct.pack and unpack, os.write and read) could have its replies say anything;
+    the judge then gets one frame that says so instead (it also refuses any reply that does
+    not echo its request's id). The parts are taken before any candidate code runs and
+    compared by identity, so no candidate `__eq__` decides the answer."""
     encoder = json._default_encoder
     parts = tuple(
         (obj, name, getattr(obj, name))
         for obj, name in (
             (json, "dumps"),
+            (json, "loads"),
             (json, "_default_encoder"),
             (json.encoder, "c_make_encoder"),
             (json.encoder, "encode_basestring_ascii"),
             (json.encoder, "encode_basestring"),
             (struct, "pack"),
+            (struct, "unpack"),
             (os, "write"),
+            (os, "read"),
         )
     )
     klass = json.JSONEncoder.__dict__
