@@ -688,6 +688,16 @@ CHANNEL_CASES: list[tuple[str, str, str]] = [
         "tampering",
     ),
     (
+        "patch_os_write",
+        body("import os\nreal = os.write\nos.write = lambda fd, b: real(fd, b)\nreturn -1"),
+        "tampering",
+    ),
+    (
+        "patch_json_loads",
+        body("import json\nreal = json.loads\njson.loads = lambda s, **k: real(s, **k)\nreturn -1"),
+        "tampering",
+    ),
+    (
         "patch_dumps_at_load",
         module("import json\njson.dumps = lambda *a, **k: '{\"ready\": 1}'"),
         "tampering",
