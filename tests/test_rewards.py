@@ -160,15 +160,7 @@ def test_killing_the_fork_server_mid_batch_gives_none_not_zero() -> None:
         server.close()
 
 
-# Known gap, left for the judge (rlvf/verify/judge.py): a completion that writes a forged
-# {"ok": 7922} frame onto its channel answers the first test with it (the judge stops reading
-# after the first failed case, so the desync is never seen) and earns 1/3 partial credit.
-_FORGED_FRAMES = "forged frames answer the first test: 1/3 partial credit in fraction mode (judge gap)"
-
-
-@pytest.mark.parametrize(
-    "mode", [pytest.param("fraction", marks=pytest.mark.xfail(strict=True, reason=_FORGED_FRAMES)), "binary"]
-)
+@pytest.mark.parametrize("mode", ["fraction", "binary"])
 def test_whole_hostile_corpus_earns_the_lowest_reward(mode: str, tmp_path) -> None:
     canary = tmp_path / "canary"
     canary.mkdir()

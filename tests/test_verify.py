@@ -107,6 +107,28 @@ def test_timeout_keeps_the_cases_that_passed_before_it() -> None:
     assert out.tests_passed == 3
 
 
+def test_a_failure_keeps_its_verdict_when_the_test_code_runs_to_the_deadline() -> None:
+    """The round trip that proves the channel in step after a failure has a short grace: a
+    wrong answer is still a wrong answer (with its partial credit) when the trusted test code
+    itself ran past the sample's deadline after the last call."""
+    slow_test = dict(
+        ADD,
+        task_id="t/add_slow_test",
+        test=textwrap.dedent(
+            """
+            import time
+
+            def check(candidate):
+                assert candidate(1, 2) == 3
+                assert candidate(2, 2) == 4
+                time.sleep(1.3)
+            """
+        ),
+    )
+    out = check_completion(slow_test, "    return 4 if a == 2 else 0\n", timeout=1.0)
+    assert (out.category, out.tests_passed, out.tests_total) == ("assertion_error", 1, 2), out
+
+
 def test_values_cross_the_boundary_with_their_types() -> None:
     problem = {
         "task_id": "t/types",

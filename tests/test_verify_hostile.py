@@ -196,7 +196,7 @@ CASES: list[tuple[str, str, str]] = [
         return 0
         """
         ),
-        "assertion_error",
+        "tampering",
     ),
     (
         "patch_operator_eq",
@@ -223,7 +223,7 @@ CASES: list[tuple[str, str, str]] = [
         return -1
         """
         ),
-        "assertion_error",
+        "tampering",
     ),
     # --- frame / gc walking to forge or read the result ----------------------------------
     (
@@ -368,7 +368,7 @@ CASES: list[tuple[str, str, str]] = [
     (
         "forge_frame_on_real_socket",
         forge("b'{\"ok\": 7922}'", "return -1"),
-        "assertion_error",
+        "tampering",
     ),
     (
         "forge_garbled_frame",
@@ -573,6 +573,138 @@ CASES += [
     ),
 ]
 
+# The channel and its serialiser: whatever frame the program writes, however it learned the
+# request's id, and whichever case it happens on, it is tampering with no test counted.
+_ON_CHANNEL = """
+import json, os, stat, struct, sys
+def put(obj):
+    data = json.dumps(obj).encode()
+    for fd in range(3, 1024):
+        try:
+            if stat.S_ISSOCK(os.fstat(fd).st_mode):
+                os.write(fd, struct.pack('>I', len(data)) + data)
+        except OSError:
+            pass
+rid = sys._getframe(1).f_locals.get('rid')  # the id of the request being answered, read from the loop
+"""
+
+
+def on_channel(src: str) -> str:
+    """A body that can write frames of its own (`put`) and knows its request's id (`rid`)."""
+    return body(_ON_CHANNEL + textwrap.dedent(src))
+
+
+CHANNEL_CASES: list[tuple[str, str, str]] = [
+    # A forged answer that echoes the id leaves the real one behind it, on any case.
+    (
+        "forge_echoed_id_first_case",
+        on_channel("if a == 1:\n    put({'ok': 7922, 'id': rid})\nreturn -1"),
+        "tampering",
+    ),
+    (
+        "forge_echoed_id_last_case",
+        on_channel("if a == -5:\n    put({'ok': 7919, 'id': rid})\nreturn -1"),
+        "tampering",
+    ),
+    (
+        "forge_echoed_id_every_case",
+        on_channel("put({'ok': a + b + 7919, 'id': rid})\nreturn -1"),
+        "tampering",
+    ),
+    # A correct function that also writes a copy of its last answer: every test passed, not a pass.
+    (
+        "duplicate_answer_on_a_passing_run",
+        on_channel("if a == -5:\n    put({'ok': 7919, 'id': rid})\nreturn a + b + 7919"),
+        "tampering",
+    ),
+    (
+        "replay_an_earlier_id",
+        on_channel(
+            """
+            global _first
+            if a == 1:
+                _first = rid
+                return 7922
+            put({'ok': a + b + 7919, 'id': _first})
+            return -1
+            """
+        ),
+        "tampering",
+    ),
+    (
+        "answer_the_next_request_ahead",
+        on_channel("put({'ok': 7949, 'id': rid + 1})\nreturn 7922"),
+        "tampering",
+    ),
+    (
+        "forged_pong_and_bye_ahead",
+        on_channel("put({'pong': rid})\nput({'bye': rid})\nreturn -1"),
+        "tampering",
+    ),
+    ("forged_frame_without_id", on_channel("put({'exc': ['ValueError', 'x']})\nreturn -1"), "tampering"),
+    (
+        "forged_frames_at_load",
+        module(
+            """
+            import json, os, stat, struct
+            for obj in ({'ready': 1}, {'ok': 7922, 'id': 0}):
+                data = json.dumps(obj).encode()
+                for fd in range(3, 1024):
+                    try:
+                        if stat.S_ISSOCK(os.fstat(fd).st_mode):
+                            os.write(fd, struct.pack('>I', len(data)) + data)
+                    except OSError:
+                        pass
+            """
+        ),
+        "tampering",
+    ),
+    # Patched serialisers, including one that keeps the id and rewrites only the answer.
+    (
+        "patch_dumps_keeping_the_id",
+        body(
+            """
+            import json
+            real = json.dumps
+            json.dumps = lambda o, **k: real(dict(o, ok=7922) if 'ok' in o else o, **k)
+            return -1
+            """
+        ),
+        "tampering",
+    ),
+    (
+        "patch_encoder_class",
+        body("import json\njson.JSONEncoder.encode = lambda self, o: '{\"ok\": 7922}'\nreturn -1"),
+        "tampering",
+    ),
+    (
+        "patch_default_encoder_instance",
+        body("import json\njson._default_encoder.encode = lambda o: '{\"ok\": 7922}'\nreturn -1"),
+        "tampering",
+    ),
+    (
+        "patch_struct_pack",
+        body("import struct\nreal = struct.pack\nstruct.pack = lambda *a: real(*a)\nreturn -1"),
+        "tampering",
+    ),
+    (
+        "patch_os_write",
+        body("import os\nreal = os.write\nos.write = lambda fd, b: real(fd, b)\nreturn -1"),
+        "tampering",
+    ),
+    (
+        "patch_json_loads",
+        body("import json\nreal = json.loads\njson.loads = lambda s, **k: real(s, **k)\nreturn -1"),
+        "tampering",
+    ),
+    (
+        "patch_dumps_at_load",
+        module("import json\njson.dumps = lambda *a, **k: '{\"ready\": 1}'"),
+        "tampering",
+    ),
+]
+CASES += CHANNEL_CASES
+
 if HUMANEVAL_DATA:
     CASES.append(
         (
@@ -606,6 +738,8 @@ def test_hostile_completion_fails_with_category(
     outcome = check_completion(PROBLEM, completion, timeout=2.0)
     assert not outcome.passed, f"{name} passed: {outcome}"
     assert outcome.category == category, f"{name}: {outcome.category} ({outcome.detail})"
+    if category == "tampering":  # never partial credit, whichever case it happened on
+        assert outcome.tests_passed == 0, f"{name}: {outcome.tests_passed} tests counted"
     assert (canary / "keep.txt").read_text() == "still here"
     assert not Path("/tmp/rlvf-pwned.txt").exists()
     assert not Path("/tmp/rlvf-pwned2").exists()

@@ -25,12 +25,19 @@ Child protocol on its socket, same framing:
   run), with stdin at end of file. An ordinary exception raised by module-level code after
   the entry point exists does not stop the tests: ``{"ready": 1, "late_exc": [type, msg]}``
   (the judge decides which of those it lets the tests run past).
-- judge -> child ``{"call": [args, kwargs]}`` -> ``{"ok": value}`` or ``{"exc": [type, msg]}``.
-- judge -> child ``{"ping": 1}`` -> ``{"pong": 1}``.
-- judge -> child ``{"finish": 1}`` (every test passed): the program ends as CPython ends one
+- judge -> child ``{"call": [args, kwargs], "id": n}`` -> ``{"ok": value, "id": n}`` or
+  ``{"exc": [type, msg], "id": n}``.
+- judge -> child ``{"ping": n}`` -> ``{"pong": n}``.
+- judge -> child ``{"finish": n}`` (every test passed): the program ends as CPython ends one
   (non-daemon threads joined, atexit handlers, stream flushes, module globals cleared so
-  finalizers run, a last collection), then ``{"bye": 1}`` with every signal blocked, and
+  finalizers run, a last collection), then ``{"bye": n}`` with every signal blocked, and
   ``os._exit(0)``. The judge counts the pass only once the process is gone.
+
+  ``n`` is a fresh random number the judge draws for each request: a reply echoes the
+  request it answers, so a frame written before its request existed (forged, stale or
+  unasked) cannot pass for its answer. The judge reads replies strictly, one per request.
+- child -> judge instead of a reply: ``{"tampered": 1}`` when the candidate patched what
+  writes the replies (see ``_serialiser_check``), then the child exits.
 - child -> judge at any time: ``{"violation": [event, detail]}``, then the child exits;
   ``{"output_limit": [bytes, head]}`` when it printed past the cap, then it exits with
   status 87.
@@ -78,10 +85,13 @@ _NOBODY = 65534
 # --- framing -------------------------------------------------------------------------
 
 
-def _send(fd, obj):
+def _frame(obj):
     data = json.dumps(obj, allow_nan=True).encode("utf-8", "surrogatepass")
-    buf = struct.pack(">I", len(data)) + data
-    view = memoryview(buf)
+    return struct.pack(">I", len(data)) + data
+
+
+def _send(fd, obj):
+    view = memoryview(_frame(obj))
     while view:
         n = os.write(fd, view)
         view = view[n:]
@@ -107,6 +117,58 @@ def _recv(fd):
         return None
     body = _recv_exact(fd, size)
     return None if body is None else json.loads(body.decode("utf-8", "surrogatepass"))
+
+
+def _serialiser_check():
+    """A check that the parts `_send` writes replies with are still the ones loaded here.
+
+    Candidate code that patches them (json.dumps and loads, the default encoder and its
+    class, struct.pack and unpack, os.write and read) could have its replies say anything;
+    the judge then gets one frame that says so instead (it also refuses any reply that does
+    not echo its request's id). The parts are taken before any candidate code runs and
+    compared by identity, so no candidate `__eq__` decides the answer."""
+    encoder = json._default_encoder
+    parts = tuple(
+        (obj, name, getattr(obj, name))
+        for obj, name in (
+            (json, "dumps"),
+            (json, "loads"),
+            (json, "_default_encoder"),
+            (json.encoder, "c_make_encoder"),
+            (json.encoder, "encode_basestring_ascii"),
+            (json.encoder, "encode_basestring"),
+            (struct, "pack"),
+            (struct, "unpack"),
+            (os, "write"),
+            (os, "read"),
+        )
+    )
+    klass = json.JSONEncoder.__dict__
+    methods = tuple(
+        (name, klass[name]) for name in ("encode", "iterencode", "default", "item_separator", "key_separator")
+    )
+    state = encoder.__dict__
+    settings = tuple(state.items())
+    getattr_, len_ = getattr, len
+
+    def intact():
+        for obj, name, value in parts:
+            if getattr_(obj, name, None) is not value:
+                return False
+        for name, value in methods:
+            if klass.get(name) is not value:
+                return False
+        if len_(state) != len_(settings):
+            return False
+        for name, value in settings:
+            if state.get(name) is not value:
+                return False
+        return True
+
+    return intact
+
+
+_TAMPERED = len(b'{"tampered": 1}').to_bytes(4, "big") + b'{"tampered": 1}'
 
 
 # --- plain-data codec (the judge holds the strict decoder) -------------------------------
@@ -810,8 +872,9 @@ def _serve(fd, program, entry_point, output_cap):
     builtins.exit = builtins.quit = sys.exit  # what `site` would add; we run with -S
     # Bound as locals: candidate code that rebinds this module's globals (via frames) cannot
     # reroute the loop. It can still break its own channel, which only ever makes it fail.
-    send, recv, enc, dec, exc_pair, shutdown, weak = (
+    send, frame, recv, enc, dec, exc_pair, shutdown, weak = (
         _send,
+        _frame,
         _recv,
         _enc,
         _dec,
@@ -820,6 +883,7 @@ def _serve(fd, program, entry_point, output_cap):
         _weakref,
     )
     exception, callable_ = Exception, callable
+    intact, raw_write, tampered = _serialiser_check(), os.write, _TAMPERED
     sys.stdout, sys.stderr = sys.__stdout__, sys.__stderr__ = _streams(fd, output_cap)
     sys.argv = ["candidate"]
     sys.unraisablehook = _unraisable
@@ -846,29 +910,37 @@ def _serve(fd, program, entry_point, output_cap):
     if not callable_(fn):
         send(fd, {"missing": entry_point})
         return
+    if not intact():
+        raw_write(fd, tampered)
+        return
     send(fd, {"ready": 1} if late is None else {"ready": 1, "late_exc": late})
     while True:
         msg = recv(fd)
         if msg is None:
             return
         if "ping" in msg:
-            send(fd, {"pong": 1})
+            send(fd, {"pong": msg["ping"]})
             continue
         if "finish" in msg:
+            bye = frame({"bye": msg["finish"]})  # made now, before the program's ending runs
             ref = weak(module)
             fn = msg = ns = module = None  # the candidate's namespace is now held by itself alone
-            shutdown(fd, ref)  # never returns
+            shutdown(fd, ref, bye)  # never returns
+        rid = msg.get("id")
         try:
             args, kwargs = msg["call"]
             result = fn(*dec(args), **dec(kwargs))
-            reply = {"ok": enc(result)}
+            reply = {"ok": enc(result), "id": rid}
             result = None  # as a test drops the value once compared: its finalizer runs now
         except BaseException as e:
-            reply = {"exc": exc_pair(e)}
+            reply = {"exc": exc_pair(e), "id": rid}
+        if not intact():
+            raw_write(fd, tampered)
+            return
         try:
             send(fd, reply)
         except (ValueError, TypeError, RecursionError, MemoryError) as e:
-            send(fd, {"exc": exc_pair(e)})
+            send(fd, {"exc": exc_pair(e), "id": rid})
 
 
 def _join_threads():
@@ -926,7 +998,7 @@ def _finalize(ref):
     _collect()
 
 
-def _shutdown(fd, ref):
+def _shutdown(fd, ref, bye):
     """The program's ending, in CPython's order, then the last word and exit.
 
     Each step runs candidate code (threads, handlers, __del__); an exception there is
@@ -939,7 +1011,7 @@ def _shutdown(fd, ref):
             pass
     try:
         _SIGMASK(signal.SIG_BLOCK, _ALL_SIGNALS)  # no handler can run between the word and the exit
-        _WRITE(fd, _BYE)
+        _WRITE(fd, bye)
     finally:
         _EXIT(0)
 
@@ -947,7 +1019,6 @@ def _shutdown(fd, ref):
 _run_exitfuncs, _collect, _SIGMASK = atexit._run_exitfuncs, gc.collect, signal.pthread_sigmask
 _weakref = weakref.ref
 _ALL_SIGNALS = signal.valid_signals()
-_BYE = len(b'{"bye": 1}').to_bytes(4, "big") + b'{"bye": 1}'
 _BUILTIN_NAMES = frozenset(builtins.__dict__) | {"exit", "quit"}
 
 

@@ -6,6 +6,13 @@ plain data only, so the candidate can neither see nor touch what it is judged ag
 and nothing it does to its own interpreter (patched builtins, exits, frame walking) can
 turn into a pass. Each top-level statement of `check` that asserts is one test case, for
 partial credit. A pass is final only once the program has ended (see `_finish`).
+
+The child's process is the candidate's to tamper with: it can write frames of its own onto
+its channel or patch the serialiser that writes its replies. So every request carries a
+fresh random id that its reply must echo, replies are read strictly one per request, and a
+run that ends on a failure proves the channel in step with a last round trip (see `_sync`).
+A frame written before its request existed cannot carry that request's id: a forged,
+stale, unasked or garbled frame is tampering, and tampering never earns partial credit.
 """
 
 from __future__ import annotations
@@ -13,6 +20,7 @@ from __future__ import annotations
 import ast
 import builtins
 import hashlib
+import os
 import threading
 import time
 from collections.abc import Callable
@@ -271,6 +279,8 @@ def check_completion(
     elif category in ("_died_at_exit", "_ended"):
         category, exc_type, detail = _from_exit_status(status, said_bye=category == "_ended")
     passed = run.passed if prepared.n_cases else int(category == PASS)
+    if category == "tampering":  # answers from a tampered sample prove nothing: no partial credit
+        passed = 0
     return _outcome(
         problem,
         index,
@@ -354,6 +364,10 @@ def _receive(channel: Channel) -> dict[str, Any]:
         raise _Fatal("forbidden_side_effect", f"blocked: {what}"[:300])
     if "output_limit" in msg:
         raise _Fatal("output_limit", _flood_detail(msg["output_limit"]))
+    if "tampered" in msg:
+        raise _Fatal("tampering", "the program patched what writes its replies (the serialiser)")
+    if "garbled" in msg:
+        raise _Fatal("tampering", "garbled message from the sandbox")
     return msg
 
 
@@ -396,6 +410,7 @@ def _judge(problem: dict[str, Any], prepared: _Prepared, channel: Channel, run: 
                 return late
         _run_check(problem, prepared, channel, run)  # a _Fatal here (the sandbox stopped it) is the verdict
         if run.failure is not None:
+            _sync(channel)  # partial credit only for answers that were really the calls' own
             return late or run.failure  # the category it had before the tests could run past it
         return _finish(channel)
     except _Fatal as f:
@@ -406,6 +421,41 @@ def _judge(problem: dict[str, Any], prepared: _Prepared, channel: Channel, run: 
         return "timeout", "", "wall-clock time limit"
     except Exception as e:  # hostile answers that break the judge's own machinery
         return "tampering", "", f"the sandbox's answers could not be processed ({type(e).__name__})"
+
+
+def _request_id() -> int:
+    """A fresh id for one request: drawn from the OS, so nothing the child saw before the
+    request arrived tells it what the id will be."""
+    return int.from_bytes(os.urandom(8), "big")
+
+
+_SYNC_GRACE = 0.5  # seconds past the deadline that the last round trip may take
+_UNASKED = "a frame on the channel that answers no request (forged, stale or unasked)"
+
+
+def _sync(channel: Channel) -> None:
+    """After the tests, a round trip that the child's code cannot have answered early.
+
+    Every frame the child wrote before it comes first, so a reply to the ping with its fresh
+    id proves that nothing was left unread (a forged answer leaves the real one behind it,
+    a patched serialiser cannot echo the id). Then the channel must be quiet: the child has
+    nothing left to say while it waits for its next request. Raises _Fatal otherwise."""
+    nonce = _request_id()
+    # A failure found at the last moment keeps its verdict: a child idle in its loop answers
+    # at once, and more time helps no forged frame.
+    channel.deadline = max(channel.deadline, time.monotonic() + _SYNC_GRACE)
+    try:
+        channel.send({"ping": nonce})
+    except ChannelClosed:
+        raise _Fatal("_died", "") from None
+    except ChannelTimeout:
+        raise _Fatal("timeout", "wall-clock time limit") from None
+    msg = _receive(channel)
+    if msg != {"pong": nonce} or type(msg["pong"]) is not int:
+        raise _Fatal("tampering", _UNASKED)
+    if channel.pending():
+        _receive(channel)  # a violation or a flood is still that verdict; anything else is not asked for
+        raise _Fatal("tampering", _UNASKED)
 
 
 _NOT_ENDED = "every test passed, but the program did not end within the time limit"
@@ -421,8 +471,9 @@ def _finish(channel: Channel) -> tuple[str, str, str]:
     closed its own channel and kept running shows the judge's SIGKILL instead). A program
     still running at the deadline is a timeout; one that died while ending is judged by its
     exit status."""
+    nonce = _request_id()
     try:
-        channel.send({"finish": 1})
+        channel.send({"finish": nonce})
         msg = _receive(channel)
     except ChannelTimeout:
         return "timeout", "", _NOT_ENDED
@@ -434,7 +485,7 @@ def _finish(channel: Channel) -> tuple[str, str, str]:
         if f.category == "timeout":
             return "timeout", "", _NOT_ENDED
         raise
-    if "bye" not in msg:
+    if msg != {"bye": nonce} or type(msg["bye"]) is not int:
         return "tampering", "", "unexpected message from the sandbox while the program ended"
     try:
         channel.recv()
@@ -459,13 +510,17 @@ def _run_check(problem: dict[str, Any], prepared: _Prepared, channel: Channel, r
             payload = [encode(list(args)), encode(kwargs)]
         except Unencodable as e:
             raise _Fatal("invalid_input", str(e)) from None
+        rid = _request_id()
         try:
-            channel.send({"call": payload})
+            channel.send({"call": payload, "id": rid})
         except ChannelClosed:
             raise _Fatal("_died", "") from None
         except ChannelTimeout:
             raise _Fatal("timeout", "wall-clock time limit") from None
         msg = _receive(channel)
+        got = msg.get("id")
+        if len(msg) != 2 or type(got) is not int or got != rid:  # not this call's own answer
+            raise _Fatal("tampering", _UNASKED)
         if "ok" in msg:
             try:
                 value = decode(msg["ok"], channel.deadline)

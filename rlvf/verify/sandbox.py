@@ -135,6 +135,13 @@ class Channel:
         except (ValueError, UnicodeDecodeError, RecursionError, MemoryError, OverflowError):
             return {"garbled": 1}
 
+    def pending(self) -> bool:
+        """Whether the child has sent anything that was not read yet (without waiting)."""
+        if self._buf:
+            return True
+        ready, _, _ = select.select([self.sock], [], [], 0)
+        return bool(ready)
+
     def close(self) -> None:
         self.sock.close()
 
