@@ -351,11 +351,14 @@ def start_run(
     import mlflow
     from mlflow.exceptions import MlflowException
 
+    from rlvf.tracking.store import open_store, use_experiment
+
+    open_store()
     env_run = os.environ.get("MLFLOW_RUN_ID", "").strip()
     if env_run:
         get_run(env_run, "MLFLOW_RUN_ID")
     elif cfg.get("tracking.experiment") and not os.environ.get("MLFLOW_EXPERIMENT_ID"):
-        mlflow.set_experiment(cfg["tracking.experiment"])
+        use_experiment(cfg["tracking.experiment"])
     nested = mlflow.active_run() is not None and not env_run
     try:
         active = mlflow.start_run(
