@@ -98,7 +98,7 @@ def _fail(message: str, code: int) -> int:
 
 
 def guarded(fn: Callable[[], Any]) -> int:
-    """Run `fn`; user mistakes -> one line + exit 2, Ctrl-C -> 130, SIGTERM -> 143."""
+    """Run `fn`; user mistakes -> one line + exit 2, Ctrl-C -> 130, SIGTERM -> 143, SIGHUP -> 129."""
     from rlvf.errors import UserError
     from rlvf.records import RecordError
     from rlvf.tracking.runs import RunKilled
@@ -110,7 +110,7 @@ def guarded(fn: Callable[[], Any]) -> int:
     except KeyboardInterrupt:
         return _fail("interrupted", 130)
     except RunKilled as e:
-        return _fail(str(e), 143)
+        return _fail(str(e), e.code)
     return 0
 
 
@@ -186,7 +186,7 @@ def make_command(method: str, help_text: str) -> click.Command:
             run_entry(method, recipe, overrides_from(method, named, sets, {}))
         except RunKilled as e:  # the group turns UserError and Ctrl-C into one line; SIGTERM too
             click.echo(f"error: {e}", err=True)
-            sys.exit(143)
+            sys.exit(e.code)
 
     params: list[click.Parameter] = [
         click.Option(["--recipe", "-r"], default=None, help="Recipe name or YAML path (default: default)."),

@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -67,7 +68,8 @@ def _touch(uri: str) -> None:
 
 
 def open_store(uri: str | None = None) -> str:
-    """Initialise the store once per process, under the lock; returns its URI."""
+    """Initialise the store once per process, under the lock, and end the runs of this
+    host whose process died (`rlvf.tracking.liveness`); returns its URI."""
     import mlflow
 
     uri = uri or mlflow.get_tracking_uri()
@@ -75,6 +77,12 @@ def open_store(uri: str | None = None) -> str:
         with store_lock(uri):
             _touch(uri)
         _READY.add(uri)
+        from mlflow import MlflowClient
+
+        from rlvf.tracking.liveness import sweep
+
+        for rid in sweep(MlflowClient(tracking_uri=uri)):
+            print(f"[rlvf] run {rid} was abandoned (its process is gone): marked FAILED", file=sys.stderr)
     return uri
 
 
