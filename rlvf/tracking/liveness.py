@@ -199,9 +199,34 @@ def _restore_main(run_id: str, status: str, wrapper_pid: int, wait_s: float = 30
         time.sleep(0.2)
     client = MlflowClient()
     run = client.get_run(run_id)
+    if status == "DELETE":
+        if TAG_PROC not in run.data.tags:
+            client.delete_run(run_id)
+        return
     if run.info.status != status and run.data.tags.get(TAG_STATUS) == status:
         client.set_terminated(run_id, status, end_time=run.info.end_time)
 
 
 if __name__ == "__main__":
     _restore_main(sys.argv[1], sys.argv[2], int(sys.argv[3]))
+
+
+def discard_unopened_env_run(message: str) -> None:
+    """Under `mlflow run`, input rejected before rlvf opened the run MLflow created: delete it.
+
+    MLflow creates the run before the entry point starts; a value rlvf refuses would leave it
+    as an empty FAILED run. It is tagged with the error now, and deleted once the wrapper
+    (which still writes its status) has exited. A run rlvf opened (it has `rlvf.proc`) stays.
+    """
+    run_id = os.environ.get("MLFLOW_RUN_ID", "").strip()
+    if not run_id:
+        return
+    with contextlib.suppress(Exception):
+        from mlflow import MlflowClient
+
+        client = MlflowClient()
+        run = client.get_run(run_id)
+        if TAG_PROC in run.data.tags:
+            return
+        client.set_tag(run_id, TAG_ERROR, message)
+        restore_after_wrapper(run_id, "DELETE")
