@@ -5,6 +5,7 @@ point's KILLED survives the wrapper's FAILED."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -97,6 +98,47 @@ def test_kill_9_run_is_marked_abandoned_by_the_next_command_and_not_exported(tmp
     assert r.returncode == 2 and r.stderr.strip().splitlines() == [
         f"error: run {rid} is abandoned (its process was killed): export takes ended runs only"
     ]
+
+
+def _session(sid: int) -> list[tuple[int, bytes]]:
+    """Live processes of session `sid`: (pid, cmdline)."""
+    out = []
+    for d in Path("/proc").iterdir():
+        if not d.name.isdigit():
+            continue
+        try:
+            stat, cmd = (d / "stat").read_text(), (d / "cmdline").read_bytes()
+        except OSError:
+            continue
+        fields = stat[stat.rindex(")") + 2 :].split()
+        if int(fields[3]) == sid and fields[0] not in ("Z", "X"):
+            out.append((int(d.name), cmd))
+    return out
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not Path("/proc").is_dir() or (os.cpu_count() or 1) < 2, reason="Linux, 2+ cores")
+def test_kill_9_of_a_dpo_run_takes_its_base_eval_child_along(tmp_path):
+    proc = _start(
+        tmp_path, [sys.executable, "-m", "rlvf", "dpo", "-r", "small", "-s", "tracking.experiment=d"]
+    )
+    try:
+        _wait_running(tmp_path, proc, "d")
+        deadline = time.monotonic() + 120
+        while not any(b"spawn_main" in c for _, c in _session(proc.pid)):
+            assert time.monotonic() < deadline and proc.poll() is None, "no base-eval child started"
+            time.sleep(0.2)
+        time.sleep(12)  # the child is past its start-up (which ends with its parent anyway), evaluating
+        assert proc.poll() is None and any(b"spawn_main" in c for _, c in _session(proc.pid))
+        os.kill(proc.pid, signal.SIGKILL)  # the main process only, as the OOM killer would
+        proc.wait(30)
+        deadline = time.monotonic() + 20
+        while any(b"spawn_main" in c for _, c in _session(proc.pid)):
+            assert time.monotonic() < deadline, "the base-eval child outlived its parent"
+            time.sleep(0.2)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
 
 
 @pytest.mark.slow
