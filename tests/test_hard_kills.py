@@ -173,3 +173,25 @@ def test_mlflow_run_interrupted_stays_killed(tmp_path):
     r = _rlvf(tmp_path, "export", "--experiment", "m", "--registry", "reg", "--site", "site")  # any command
     assert r.returncode in (0, 2) and len(r.stderr.strip().splitlines()) <= 1, r.stderr
     assert client.get_run(rid).info.status == "KILLED"
+
+
+@pytest.mark.slow
+def test_mlflow_run_entry_point_killed_9_gets_its_reason(tmp_path):
+    """The wrapper marks the run FAILED with no reason; the next rlvf command adds it."""
+    import json
+
+    argv = [sys.executable, "-m", "mlflow", "run", str(REPO), "-e", "eval", "--env-manager", "local"]
+    argv += ["-P", "recipe=small", "--experiment-name", "m9"]
+    proc = _start(tmp_path, argv)
+    try:
+        client, rid = _wait_running(tmp_path, proc, "m9")
+        os.kill(json.loads(client.get_run(rid).data.tags["rlvf.proc"])["pid"], signal.SIGKILL)
+        proc.communicate(timeout=120)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert "rlvf.error" not in client.get_run(rid).data.tags
+    r = _rlvf(tmp_path, "export", "--experiment", "m9", "--registry", "reg", "--site", "site")
+    assert f"run {rid} was abandoned" in r.stderr
+    run = client.get_run(rid)
+    assert run.info.status == "FAILED" and run.data.tags["rlvf.error"] == "abandoned"

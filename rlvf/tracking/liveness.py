@@ -4,11 +4,11 @@ Why: MLflow has no notion of a run's owner; a process killed with SIGKILL leaves
 RUNNING forever, and it then looks like live work in the UI, in comparisons and exports.
 
 Rule: every run rlvf opens carries a tag `rlvf.proc` naming its process (host, boot id,
-pid and the pid's start time, so a reused pid or a reboot does not count as alive). Each
-rlvf command, on first touching a store, looks at that store's RUNNING runs of *this*
-host and marks those whose process is gone FAILED with `rlvf.error=abandoned` (their
-PENDING logged models too). Runs of other hosts are left alone: their liveness cannot be
-seen from here.
+pid namespace, pid and the pid's start time, so a reused pid or a reboot does not count as
+alive). Each rlvf command, on first touching a store, looks at that store's RUNNING runs
+of *this* host and pid namespace and marks those whose process is gone FAILED with
+`rlvf.error=abandoned` (their PENDING logged models too). Runs of other hosts or
+containers are left alone: their liveness cannot be seen from here.
 
 Under `mlflow run`, MLflow's wrapper overwrites the status rlvf set with FAILED once the
 entry point exits (3.17 compares the status string with ints in `RunStatus.is_terminated`),
@@ -39,6 +39,14 @@ def _boot_id() -> str:
         return ""
 
 
+def _pid_ns() -> str:
+    """This process's pid namespace: pids of another container on the same host mean nothing here."""
+    try:
+        return os.readlink("/proc/self/ns/pid")
+    except OSError:
+        return ""
+
+
 def _start_time(pid: int) -> str | None:
     """The pid's start time (clock ticks since boot), None if there is no such process."""
     try:
@@ -65,7 +73,13 @@ def proc_tag(pid: int | None = None) -> str:
     """The `rlvf.proc` tag naming this process."""
     pid = os.getpid() if pid is None else pid
     return json.dumps(
-        {"host": socket.gethostname(), "boot": _boot_id(), "pid": pid, "start": _start_time(pid) or ""},
+        {
+            "host": socket.gethostname(),
+            "boot": _boot_id(),
+            "pidns": _pid_ns(),
+            "pid": pid,
+            "start": _start_time(pid) or "",
+        },
         sort_keys=True,
     )
 
@@ -77,7 +91,7 @@ def is_dead(tag: str) -> bool:
         host, boot, pid, start = p["host"], p["boot"], int(p["pid"]), p["start"]
     except (ValueError, KeyError, TypeError):
         return False
-    if host != socket.gethostname():
+    if host != socket.gethostname() or p.get("pidns", "") != _pid_ns():
         return False
     if boot and _boot_id() and boot != _boot_id():
         return True  # the machine rebooted since
