@@ -7,7 +7,7 @@ import sys
 
 import click
 
-from rlvf.errors import UserError
+from rlvf.errors import UserError, disk_full
 from rlvf.records import RecordError
 
 
@@ -20,6 +20,11 @@ class _Group(click.Group):
         except (UserError, RecordError) as e:
             click.echo(f"error: {e}", err=True)
             sys.exit(2)
+        except OSError as e:
+            if not disk_full(e):
+                raise
+            click.echo(f"error: {disk_full(e)}", err=True)
+            sys.exit(1)
         except KeyboardInterrupt:
             click.echo("interrupted", err=True)
             sys.exit(130)

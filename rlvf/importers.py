@@ -330,8 +330,18 @@ def _create(p: Prepared, client: Any, exp_id: str, baseline_run_id: str | None) 
 
 
 def _experiment_id(client: Any, name: str) -> str:
+    from mlflow.exceptions import MlflowException
+
     exp = client.get_experiment_by_name(name)
-    return exp.experiment_id if exp is not None else client.create_experiment(name)
+    if exp is not None:
+        return exp.experiment_id
+    try:
+        return client.create_experiment(name)
+    except MlflowException:  # created by a concurrent process in between
+        exp = client.get_experiment_by_name(name)
+        if exp is None:
+            raise
+        return exp.experiment_id
 
 
 def _check_run(client: Any, run_id: str, what: str) -> None:

@@ -54,3 +54,27 @@ def cpu_description() -> str:
     except OSError:
         pass
     return f"{model}, torch CPU capability {torch.backends.cpu.get_cpu_capability()}, {os.cpu_count()} cores"
+
+
+def die_with_parent() -> None:
+    """In a helper child process: be killed when the parent dies, even by SIGKILL.
+
+    Why: a `kill -9` of an rlvf run (or an OOM kill) otherwise leaves its helper children
+    (the base-eval prefetch) running on, burning a core for a run that no longer exists.
+    Linux only (prctl PR_SET_PDEATHSIG); elsewhere nothing is done.
+    """
+    import ctypes
+    import multiprocessing
+    import signal
+    import sys
+
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGKILL, 0, 0, 0)  # PR_SET_PDEATHSIG = 1
+    except (OSError, AttributeError):
+        return
+    parent = multiprocessing.parent_process()
+    if parent is not None and parent.pid != os.getppid():  # the parent died before prctl
+        os._exit(1)

@@ -454,6 +454,8 @@ def validate(method: str, tree: Mapping[str, Any], where: str = "config") -> dic
 
 
 def _check_consistency(flat: Mapping[str, Any]) -> None:
+    if flat.get("train.epochs") is not None and flat["train.epochs"] <= 0:
+        raise ConfigError(f"config key 'train.epochs' must be above 0; got {flat['train.epochs']!r}")
     weights = flat.get("dpo.loss_weights")
     if weights is not None and len(weights) != len(flat["dpo.loss_type"]):
         raise ConfigError(

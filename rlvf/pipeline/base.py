@@ -84,9 +84,10 @@ _BASE_EVAL_JOBS: dict[str, Any] = {}
 def _base_eval_job(flat: dict[str, Any], recipe: str) -> None:
     """Child process: compute and cache the base's eval (single-threaded, no progress bars)."""
     from rlvf.config.loader import Config
-    from rlvf.runtime import cpu_threads
+    from rlvf.runtime import cpu_threads, die_with_parent
     from rlvf.train.common import quiet
 
+    die_with_parent()
     cfg = Config({**flat, "tracking.progress": False}, recipe)
     with cpu_threads(cfg["model.device"]), quiet(False):
         base_eval(cfg)

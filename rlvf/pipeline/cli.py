@@ -85,11 +85,13 @@ def _silence_noise() -> None:
 def run_entry(method: str, recipe: str | None, overrides: Sequence[str]) -> Any:
     """Load the config and run the stage; prints the closing summary. Errors propagate."""
     from rlvf.config import load_config
+    from rlvf.pipeline import preflight
     from rlvf.pipeline.lifecycle import stage_for
 
     _silence_noise()
 
     cfg = load_config(method, recipe or None, list(overrides))
+    preflight.check(cfg)
     result = stage_for(method)(cfg)
     print(f"[rlvf] {method} run {result.run_id} finished in {result.seconds:.1f}s", file=sys.stderr)
     for line in result.summary:
@@ -103,19 +105,25 @@ def _fail(message: str, code: int) -> int:
 
 
 def guarded(fn: Callable[[], Any]) -> int:
-    """Run `fn`; user mistakes -> one line + exit 2, Ctrl-C -> 130, SIGTERM -> 143."""
-    from rlvf.errors import UserError
+    """Run `fn`; user mistakes -> one line + exit 2, Ctrl-C -> 130, SIGTERM -> 143, SIGHUP -> 129."""
+    from rlvf.errors import UserError, disk_full
     from rlvf.records import RecordError
+    from rlvf.tracking.liveness import discard_unopened_env_run
     from rlvf.tracking.runs import RunKilled
 
     try:
         fn()
     except (UserError, RecordError) as e:
+        discard_unopened_env_run(str(e))
         return _fail(str(e), 2)
+    except OSError as e:
+        if not disk_full(e):
+            raise
+        return _fail(disk_full(e), 1)
     except KeyboardInterrupt:
         return _fail("interrupted", 130)
     except RunKilled as e:
-        return _fail(str(e), 143)
+        return _fail(str(e), e.code)
     return 0
 
 
@@ -124,6 +132,7 @@ def guarded(fn: Callable[[], Any]) -> int:
 
 def _script_parser(method: str) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
+        allow_abbrev=False,  # `--learning_rat` must be an unknown key, not --learning_rate
         prog=f"entrypoints/{method}.py",
         description=f"rlvf {method} entry point (also: mlflow run . -e {method} --env-manager local)",
     )
@@ -191,7 +200,7 @@ def make_command(method: str, help_text: str) -> click.Command:
             run_entry(method, recipe, overrides_from(method, named, sets, {}))
         except RunKilled as e:  # the group turns UserError and Ctrl-C into one line; SIGTERM too
             click.echo(f"error: {e}", err=True)
-            sys.exit(143)
+            sys.exit(e.code)
 
     params: list[click.Parameter] = [
         click.Option(["--recipe", "-r"], default=None, help="Recipe name or YAML path (default: default)."),

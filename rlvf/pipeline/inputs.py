@@ -26,8 +26,10 @@ def _download_policy(artifact_uri: str) -> Path:
     import mlflow
     from mlflow.exceptions import MlflowException
 
+    from rlvf.tracking.scratch import scratch_dir
+
     try:
-        local = Path(mlflow.artifacts.download_artifacts(artifact_uri=artifact_uri))
+        local = Path(mlflow.artifacts.download_artifacts(artifact_uri=artifact_uri, dst_path=scratch_dir()))
     except (MlflowException, OSError) as e:
         raise UserError(f"model.init: could not download {artifact_uri}: {str(e).splitlines()[0]}") from None
     policy = local / "artifacts" / "policy"

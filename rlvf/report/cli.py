@@ -18,7 +18,9 @@ _tracking = click.option(
 def _client(uri: str | None):
     from mlflow import MlflowClient
 
-    return MlflowClient(tracking_uri=uri)
+    from rlvf.tracking.store import open_store
+
+    return MlflowClient(tracking_uri=open_store(uri))
 
 
 @click.command("import-results")

@@ -183,7 +183,7 @@ class Collector:
             if sel.imported:
                 ids.extend(r.info.run_id for r in self.search(f"tags.`{schema.TAG_KIND}` = 'imported'"))
         for run_id in sel.runs:
-            self.run(run_id)
+            self._check_ended(run_id)
             ids.append(run_id)
         for name in sel.models:
             found = [rid for rid, vs in reg.items() if any(v["name"] == name for v in vs)]
@@ -200,7 +200,7 @@ class Collector:
                 mv = self.client.get_model_version_by_alias(name, alias)
             except MlflowException:
                 raise UserError(f"no model version {name}@{alias}") from None
-            self.run(mv.run_id)
+            self._check_ended(mv.run_id)
             ids.append(mv.run_id)
         if sel.experiments or sel.tags:
             exp_ids = None
@@ -213,7 +213,24 @@ class Collector:
                     exp_ids.append(exp.experiment_id)
             filt = " and ".join(f"tags.`{k}` = {_q(v)}" for k, v in sorted(sel.tags.items()))
             ids.extend(r.info.run_id for r in self.search(filt, exp_ids))
-        return list(dict.fromkeys(ids))
+        explicit = set(sel.runs)
+        return [r for r in dict.fromkeys(ids) if r in explicit or self._unfinished(r) is None]
+
+    def _unfinished(self, run_id: str) -> str | None:
+        """Why a run is no result to export (still running, or abandoned by a killed process)."""
+        from rlvf.tracking.liveness import ABANDONED, TAG_ERROR
+
+        run = self.run(run_id)
+        if run.data.tags.get(TAG_ERROR) == ABANDONED:
+            return "abandoned (its process was killed)"
+        if run.info.status in ("RUNNING", "SCHEDULED"):
+            return f"still {run.info.status}"
+        return None
+
+    def _check_ended(self, run_id: str) -> None:
+        why = self._unfinished(run_id)
+        if why:
+            raise UserError(f"run {run_id} is {why}: export takes ended runs only")
 
     def _active(self, run_id: str) -> bool:
         try:

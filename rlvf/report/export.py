@@ -10,7 +10,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from rlvf.report import registry
+from rlvf.report import atomic, registry
 from rlvf.report.collect import Selection, collect
 from rlvf.report.pages import REPORT_DIR, render_site
 
@@ -29,6 +29,17 @@ def _site_files(records: dict[str, dict], study: dict[str, Any]) -> dict[str, st
     return {k[len(prefix) :]: v for k, v in render_site(records, study).items()}
 
 
+def _replace(lock_target: Path, trees: list[tuple[Path, dict[str, str]]]) -> None:
+    staged: list[Path] = []
+    try:
+        for target, files in trees:
+            staged.append(atomic.stage(target, files))
+        atomic.commit(lock_target, [(s, t) for s, (t, _) in zip(staged, trees, strict=True)])
+    except BaseException:
+        atomic.discard(staged)
+        raise
+
+
 def export(
     client: Any,
     selection: Selection,
@@ -36,13 +47,19 @@ def export(
     site_dir: str | Path = "site",
     pairs: list[tuple[str, str]] = (),
 ) -> dict[str, Any]:
-    """Read the selected runs, write the registry and the site's generated pages."""
+    """Read the selected runs, write the registry and the site's generated pages.
+
+    Both trees are replaced together or not at all, and only if they are rlvf's own
+    (`rlvf.report.atomic`): checked before the store is read, so a refusal costs nothing.
+    """
+    reg_target = atomic.check_registry(registry_dir)
+    site_target = atomic.check_site(site_dir, REPORT_DIR)
+    atomic.check_apart(reg_target, site_target)
     records, named = collect(client, selection, list(pairs))
     reg_files = registry.render(records, {"pairs": named})
     records, study = _parse(reg_files)
     site_files = _site_files(records, study)
-    registry.write_tree(registry_dir, reg_files)
-    registry.write_tree(Path(site_dir) / REPORT_DIR, site_files)
+    _replace(reg_target, [(reg_target, reg_files), (site_target, site_files)])
     return {
         "runs": len(records),
         "pairs": len(named),
@@ -53,9 +70,10 @@ def export(
 
 def rebuild(registry_dir: str | Path = "registry", site_dir: str | Path = "site") -> dict[str, Any]:
     """Rebuild the site's generated pages from `registry/` alone (no MLflow store)."""
+    site_target = atomic.check_site(site_dir, REPORT_DIR)
     records, study = registry.load(registry_dir)
     site_files = _site_files(records, study)
-    registry.write_tree(Path(site_dir) / REPORT_DIR, site_files)
+    _replace(site_target, [(site_target, site_files)])
     return {
         "runs": len(records),
         "pairs": len(study.get("pairs", [])),

@@ -40,7 +40,13 @@ MAX_PARAM_CHARS = 6000
 
 
 class RunKilled(BaseException):
-    """Raised in the main thread on SIGTERM so the run ends as KILLED (like Ctrl-C)."""
+    """Raised in the main thread on SIGTERM or SIGHUP so the run ends as KILLED (like Ctrl-C).
+
+    `code` is the shell's exit status for that signal (143 for SIGTERM, 129 for SIGHUP)."""
+
+    def __init__(self, message: str, code: int = 143) -> None:
+        super().__init__(message)
+        self.code = code
 
 
 def _quiet_mlflow() -> None:
@@ -297,8 +303,8 @@ def base_model_tag(policy: str) -> str:
 
 
 class _Signals:
-    """SIGTERM raises RunKilled (so a terminated run ends KILLED, like Ctrl-C); once `shield()`
-    is called, SIGINT and SIGTERM are ignored so recording the end of the run cannot itself be
+    """SIGTERM and SIGHUP (a closed terminal or ssh session) raise RunKilled (so the run ends
+    KILLED, like Ctrl-C); once `shield()` is called, SIGINT, SIGTERM and SIGHUP are ignored so recording the end of the run cannot itself be
     cut short (`mlflow run` answers Ctrl-C by sending the entry point a SIGTERM right away).
     Main thread only; elsewhere it does nothing."""
 
@@ -309,13 +315,16 @@ class _Signals:
 
     def _term(self, signum, frame):
         if not self.shielded:
+            if signum == signal.SIGHUP:
+                raise RunKilled("hung up (SIGHUP)", 129)
             raise RunKilled("terminated (SIGTERM)")
 
     def __enter__(self) -> _Signals:
         if self.active:
             try:
-                self.old = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT)}
+                self.old = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)}
                 signal.signal(signal.SIGTERM, self._term)
+                signal.signal(signal.SIGHUP, self._term)
             except (ValueError, OSError):
                 self.active = False
         return self
@@ -325,6 +334,7 @@ class _Signals:
         if self.active:
             with contextlib.suppress(ValueError, OSError):
                 signal.signal(signal.SIGINT, signal.SIG_IGN)
+                signal.signal(signal.SIGHUP, signal.SIG_IGN)
 
     def __exit__(self, *exc: Any) -> None:
         if self.active:
@@ -354,11 +364,15 @@ def start_run(
     import mlflow
     from mlflow.exceptions import MlflowException
 
+    from rlvf.tracking import liveness
+    from rlvf.tracking.store import open_store, use_experiment
+
+    open_store()
     env_run = os.environ.get("MLFLOW_RUN_ID", "").strip()
     if env_run:
         get_run(env_run, "MLFLOW_RUN_ID")
     elif cfg.get("tracking.experiment") and not os.environ.get("MLFLOW_EXPERIMENT_ID"):
-        mlflow.set_experiment(cfg["tracking.experiment"])
+        use_experiment(cfg["tracking.experiment"])
     nested = mlflow.active_run() is not None and not env_run
     try:
         active = mlflow.start_run(
@@ -388,6 +402,7 @@ def start_run(
                 base_revision=base_revision,
             )
             tags.update(extra_tags or {})
+            tags[liveness.TAG_PROC] = liveness.proc_tag()
             run.tags(tags)
             run.invariants_hash = tags[schema.TAG_INVARIANTS_HASH]
             run.log_text(schema.CONFIG_ARTIFACT, cfg.to_yaml())
@@ -408,6 +423,10 @@ def start_run(
             signals.shield()
             with contextlib.suppress(Exception):
                 run.close()
+            with contextlib.suppress(Exception):  # what `mlflow run` may overwrite; see liveness
+                run.client.set_tag(run.run_id, liveness.TAG_STATUS, status)
+                if env_run and status != "FINISHED":
+                    liveness.restore_after_wrapper(run.run_id, status)
             with contextlib.suppress(Exception):
                 if mlflow.active_run() is not None and mlflow.active_run().info.run_id == run.run_id:
                     mlflow.end_run(status)
