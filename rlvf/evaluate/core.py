@@ -191,7 +191,9 @@ def _seeds_job(
     """Child process: some seeds of a suite, sent back whole (or the error, as one line)."""
     from rlvf.console import quiet_libraries
     from rlvf.models.loader import load_policy
+    from rlvf.runtime import die_with_parent
 
+    die_with_parent()
     quiet_libraries()
     try:
         policy = load_policy(spec)

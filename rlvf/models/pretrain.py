@@ -266,6 +266,9 @@ def main(workdir: str, rank: int = 0) -> int:
     import torch
     import transformers
 
+    from rlvf.runtime import die_with_parent
+
+    die_with_parent()  # a killed bootstrap must not leave its ranks training on
     transformers.utils.logging.disable_progress_bar()
     work = Path(workdir)
     job = json.loads((work / "job.json").read_text())
