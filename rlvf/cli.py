@@ -56,10 +56,11 @@ def _register() -> None:
     main.add_command(importlib.import_module("rlvf.report.cli").import_results_cmd)
     main.add_command(importlib.import_module("rlvf.report.cli").export_cmd)
     main.add_command(importlib.import_module("rlvf.report.cli").compare_cmd)
-    main.add_command(importlib.import_module("rlvf.pipeline.cli").pairs_cmd)
-    main.add_command(importlib.import_module("rlvf.pipeline.cli").sft_cmd)
-    main.add_command(importlib.import_module("rlvf.pipeline.cli").dpo_cmd)
-    main.add_command(importlib.import_module("rlvf.pipeline.cli").eval_cmd)
+    # One command per registered method (rlvf.methods), unless an area already has one by that
+    # name (`rlvf bootstrap` is the models' own).
+    for cmd in importlib.import_module("rlvf.pipeline.cli").commands():
+        if cmd.name not in main.commands:
+            main.add_command(cmd)
 
 
 _register()

@@ -73,7 +73,7 @@ def quiet_libraries() -> None:
 def quiet_progress(trainer: Any, show: bool) -> None:
     """Swap the Trainer's progress bar for one that shows the loss in place instead of
     printing every logged dict under the bar (165 lines for the default DPO run)."""
-    from transformers.trainer_callback import ProgressCallback
+    from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
     class _Bar(ProgressCallback):
         def on_log(self, args, state, control, logs=None, **kwargs):
@@ -82,5 +82,6 @@ def quiet_progress(trainer: Any, show: bool) -> None:
                 bar.set_postfix(loss=f"{logs['loss']:.3f}", refresh=False)
 
     trainer.pop_callback(ProgressCallback)
+    trainer.pop_callback(PrinterCallback)
     if show:
         trainer.add_callback(_Bar())

@@ -24,7 +24,7 @@ from typing import Any
 
 import yaml
 
-from rlvf.config.schema import FIELDS, METHODS, SECTIONS, Field, applies
+from rlvf.config.schema import FIELDS, METHODS, SECTIONS, TRAINING_METHODS, Field, applies
 from rlvf.errors import UserError
 
 DEFAULT_RECIPE = "default"
@@ -392,7 +392,8 @@ class Config:
         """What must be equal for two runs' numbers to be compared (seed 004's fairness invariants):
         base model and revision, adapter setup, quantisation, eval settings, seed.
 
-        Runs that train nothing (eval, pairs, bootstrap) have finetune 'none' unless `adapter`
+        Every training method (rlvf.methods) records how it fine-tunes. Runs that train
+        nothing (eval, pairs, bootstrap) have finetune 'none' unless `adapter`
         (the invariants of the run whose policy they load) says otherwise.
         """
         inv: dict[str, Any] = {}
@@ -400,7 +401,7 @@ class Config:
             name = FIELDS[k].invariant
             if name and not name.startswith(("lora_", "finetune")):
                 inv[name] = v
-        if self.method in ("sft", "dpo"):
+        if self.method in TRAINING_METHODS:
             inv["finetune"] = self._flat["model.finetune"]
             if inv["finetune"] == "lora":
                 for k in ("lora.r", "lora.alpha", "lora.targets"):

@@ -2,59 +2,35 @@
 changes results (and so enters `config_hash`) or is one of the fairness invariants.
 
 The values themselves live in `rlvf/recipes/default.yaml` (the one source of defaults);
-this module only says what is allowed. A key that a method does not use is dropped from
-that method's normalised config, so an `eval` run's hash does not move when a training
-knob does.
+this module only says what is allowed. The shared sections are declared here; each method
+declares its own section and keys in its module (rlvf.methods), and `rebuild()` joins them.
+A key that a method does not use is dropped from that method's normalised config, so an
+`eval` run's hash does not move when a training knob does.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
-METHODS = ("bootstrap", "pairs", "sft", "dpo", "eval")
+from rlvf.config.fields import Field
 
-# Which top-level sections each method's config holds ("*" = every method).
-SECTIONS: dict[str, tuple[str, ...]] = {
-    "method": ("*",),
-    "seed": ("*",),
-    "model": ("*",),
-    "lora": ("sft", "dpo"),
-    "generate": ("pairs", "sft", "dpo"),
-    "data": ("pairs", "sft", "dpo"),
-    "verify": ("pairs", "sft", "dpo", "eval"),
-    "train": ("sft", "dpo"),
-    "dpo": ("dpo",),
-    "eval": ("sft", "dpo", "eval"),
-    "registry": ("sft", "dpo"),
-    "tracking": ("*",),
-}
+# Filled in by `rebuild()` from the method registry (rlvf.methods): the methods, which
+# top-level sections each method's config holds ("*" = every method), every key, and the
+# methods that train. Mutated in place, so a method registered at runtime shows up in them.
+METHODS: list[str] = []
+SECTIONS: dict[str, tuple[str, ...]] = {}
+FIELDS: dict[str, Field] = {}
+TRAINING_METHODS: list[str] = []
 
-
-@dataclass(frozen=True)
-class Field:
-    """One config key.
-
-    type: "int", "float", "str", "bool", "list[str]", "list[int]", "list[float]".
-    hashed: False for what cannot change results (paths, names, logging, workers).
-    invariant: the name this key has in the fairness invariants, if it is one.
-    methods: restricts the key to some methods inside its section (None: the section's).
-    """
-
-    type: str
-    help: str
-    nullable: bool = False
-    choices: tuple[Any, ...] | None = None
-    minimum: float | None = None
-    maximum: float | None = None
-    hashed: bool = True
-    invariant: str | None = None
-    methods: tuple[str, ...] | None = None
-
+# Sections every method's config holds.
+COMMON_SECTIONS = ("method", "seed", "model", "tracking")
+# Where method sections go among the shared ones (keeps `dpo` before `eval`, as it always was).
+METHOD_SECTIONS_BEFORE = "eval"
 
 F = Field
 
-SCHEMA: dict[str, Any] = {
+# The shared sections; methods add their own section and keys (see rebuild()).
+SHARED: dict[str, Any] = {
     "method": F("str", "the entry point this config runs (set by the entry point)", choices=METHODS),
     "seed": F("int", "seed for data shuffling, weight init and training", invariant="seed"),
     "model": {
@@ -103,33 +79,9 @@ SCHEMA: dict[str, Any] = {
         "suite": F("str", "task suite the training prompts come from (procedural:train, jsonl:PATH, ...)"),
         "per_cell": F("int", "procedural tasks per (type, difficulty) cell", minimum=1),
         "limit": F("int", "use N tasks, evenly spaced through the suite", nullable=True, minimum=1),
-        "pairs": F(
-            "str",
-            "existing pairs: a pairs JSONL path or the run id of a pairs run (empty: build them now)",
-            nullable=True,
-            methods=("dpo",),
-        ),
-        "pairs_per_prompt": F("int", "most pairs kept per prompt", minimum=1, methods=("pairs", "dpo")),
         "dedupe": F("bool", "drop duplicate completions (after whitespace normalisation)"),
         "min_chars": F("int", "drop completions shorter than this", minimum=0),
         "max_chars": F("int", "drop completions longer than this", minimum=1),
-        "n_pairs": F(
-            "int",
-            "train on a fixed-size subset of this many pairs; subsets of one pool are nested",
-            nullable=True,
-            minimum=1,
-            methods=("pairs", "dpo"),
-        ),
-        "sft_source": F(
-            "str",
-            "SFT data: the policy's own passed samples or a teacher-trace JSONL (data.traces)",
-            choices=("samples", "traces"),
-            methods=("sft",),
-        ),
-        "traces": F(
-            "str", "teacher-trace JSONL (prompt, completion per line)", nullable=True, methods=("sft",)
-        ),
-        "max_per_prompt": F("int", "most SFT examples kept per prompt", minimum=1, methods=("sft",)),
     },
     "verify": {
         "timeout": F("float", "seconds a candidate may run against its tests", minimum=0.1),
@@ -151,12 +103,6 @@ SCHEMA: dict[str, Any] = {
         "max_length": F("int", "longest prompt+completion in tokens", minimum=8),
         "gradient_checkpointing": F("bool", "recompute activations to save memory (slower)"),
         "logging_steps": F("int", "optimizer steps between logged training metrics", minimum=1, hashed=False),
-    },
-    "dpo": {
-        "beta": F("float", "DPO beta: strength of the pull towards the reference", minimum=0.0),
-        "loss_type": F("list[str]", "TRL loss types, combined (e.g. [sigmoid, sft])"),
-        "loss_weights": F("list[float]", "one weight per loss type", nullable=True),
-        "precompute_ref_log_probs": F("bool", "compute the reference log-probs once before training"),
     },
     "eval": {
         "suites": F(
@@ -188,11 +134,6 @@ SCHEMA: dict[str, Any] = {
         ),
         "top_p": F("float", "nucleus sampling", minimum=0.0, maximum=1.0, invariant="eval_top_p"),
         "max_new_tokens": F("int", "longest completion", minimum=1, invariant="eval_max_new_tokens"),
-        "base": F(
-            "bool",
-            "also record the base policy's eval for the same settings (cached)",
-            methods=("sft", "dpo"),
-        ),
         "batch_size": F(
             "int",
             "prompts per generate call (sampling is seeded per batch, so it changes samples)",
@@ -222,6 +163,9 @@ SCHEMA: dict[str, Any] = {
 }
 
 
+SCHEMA: dict[str, Any] = {}
+
+
 def iter_fields(tree: dict[str, Any] | None = None, prefix: str = ""):
     """Yield (dotted key, Field) for every key in the schema."""
     tree = SCHEMA if tree is None else tree
@@ -233,7 +177,46 @@ def iter_fields(tree: dict[str, Any] | None = None, prefix: str = ""):
             yield from iter_fields(node, key + ".")
 
 
-FIELDS: dict[str, Field] = dict(iter_fields())
+def rebuild() -> None:
+    """Derive SCHEMA, FIELDS, SECTIONS, METHODS and TRAINING_METHODS from the registry."""
+    import copy
+    import dataclasses
+
+    from rlvf.methods import methods
+
+    registered = methods()
+    tree: dict[str, Any] = {}
+    sections: dict[str, tuple[str, ...]] = {}
+    added: dict[str, tuple[Field, list[str]]] = {}
+    for m in registered:
+        for key, f in m.all_fields().items():
+            if key in added and added[key][0] != f:
+                raise ValueError(f"methods declare config key '{key}' differently")
+            added.setdefault(key, (f, []))[1].append(m.name)
+    for name, node in SHARED.items():
+        if name == METHOD_SECTIONS_BEFORE:
+            for m in registered:
+                if m.section:
+                    tree[m.name] = dict(m.section)
+                    sections[m.name] = (m.name,)
+        tree[name] = copy.copy(node) if isinstance(node, dict) else node
+        if name in COMMON_SECTIONS:
+            sections[name] = ("*",)
+        else:
+            sections[name] = tuple(m.name for m in registered if name in m.sections())
+    for key, (f, owners) in added.items():
+        section, leaf = key.split(".", 1)
+        if section not in tree or not isinstance(tree[section], dict):
+            raise ValueError(f"method key '{key}' is not in a shared section")
+        tree[section][leaf] = dataclasses.replace(f, methods=tuple(owners))
+    METHODS[:] = [m.name for m in registered]
+    TRAINING_METHODS[:] = [m.name for m in registered if m.trains]
+    SCHEMA.clear()
+    SCHEMA.update(tree)
+    SECTIONS.clear()
+    SECTIONS.update(sections)
+    FIELDS.clear()
+    FIELDS.update(iter_fields())
 
 
 def applies(key: str, method: str) -> bool:
@@ -244,3 +227,6 @@ def applies(key: str, method: str) -> bool:
         return False
     f = FIELDS.get(key)
     return f is None or f.methods is None or method in f.methods
+
+
+rebuild()

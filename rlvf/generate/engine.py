@@ -24,7 +24,7 @@ from rlvf.errors import UserError
 from rlvf.generate.cleanup import body_stop_sequences, clean_completion, is_finished
 from rlvf.generate.decode import sample_pruned, supports_pruning
 from rlvf.records import Sample, Task
-from rlvf.train.common import cpu_threads
+from rlvf.runtime import cpu_threads
 
 BACKENDS = ("auto", "hf", "vllm")
 CHAT_INSTRUCTION = (

@@ -19,20 +19,16 @@ import click
 
 from rlvf.config.schema import applies
 
-# option name -> config key
-SHORTCUTS: dict[str, str] = {
+# option name -> config key, for the sections every method shares; each method adds its own
+# (`Method.shortcuts`). A method gets the shortcuts whose key applies to it.
+SHARED_SHORTCUTS: dict[str, str] = {
     "policy": "model.policy",
     "init": "model.init",
-    "pairs": "data.pairs",
-    "n_pairs": "data.n_pairs",
     "suite": "data.suite",
-    "traces": "data.traces",
-    "sft_source": "data.sft_source",
     "suites": "eval.suites",
     "seeds": "eval.seeds",
     "learning_rate": "train.learning_rate",
     "epochs": "train.epochs",
-    "beta": "dpo.beta",
     "seed": "seed",
     "experiment": "tracking.experiment",
     "run_name": "tracking.run_name",
@@ -41,8 +37,20 @@ SHORTCUTS: dict[str, str] = {
 }
 
 
+def shortcuts() -> dict[str, str]:
+    """Every shortcut: the shared ones and every registered method's."""
+    from rlvf.methods import methods
+
+    out = dict(SHARED_SHORTCUTS)
+    for m in methods():
+        for opt, key in m.shortcuts.items():
+            if out.setdefault(opt, key) != key:
+                raise ValueError(f"shortcut --{opt} means both {out[opt]} and {key} ({m.name})")
+    return out
+
+
 def shortcuts_for(method: str) -> dict[str, str]:
-    return {opt: key for opt, key in SHORTCUTS.items() if applies(key, method)}
+    return {opt: key for opt, key in shortcuts().items() if applies(key, method)}
 
 
 def split_sets(values: Sequence[str] | None) -> list[str]:
@@ -77,12 +85,12 @@ def _silence_noise() -> None:
 def run_entry(method: str, recipe: str | None, overrides: Sequence[str]) -> Any:
     """Load the config and run the stage; prints the closing summary. Errors propagate."""
     from rlvf.config import load_config
-    from rlvf.pipeline.stages import STAGES
+    from rlvf.pipeline.lifecycle import stage_for
 
     _silence_noise()
 
     cfg = load_config(method, recipe or None, list(overrides))
-    result = STAGES[method](cfg)
+    result = stage_for(method)(cfg)
     print(f"[rlvf] {method} run {result.run_id} finished in {result.seconds:.1f}s", file=sys.stderr)
     for line in result.summary:
         print(f"[rlvf]   {line}", file=sys.stderr)
@@ -199,21 +207,53 @@ def make_command(method: str, help_text: str) -> click.Command:
     return click.Command(method, callback=callback, params=params, help=help_text)
 
 
-pairs_cmd = make_command(
-    "pairs",
-    "Sample from a policy, verify, and build preference pairs (chosen passed, rejected failed, same policy and "
-    "prompt), logged as an MLflow run with data/pairs.jsonl as its dataset.",
-)
-sft_cmd = make_command(
-    "sft",
-    "SFT (TRL) on the policy's own verified samples or a teacher-trace JSONL; evaluates, logs and registers the result.",
-)
-dpo_cmd = make_command(
-    "dpo",
-    "DPO (TRL) on verified pairs (a file, a pairs run id, or built now); evaluates against the base, logs and "
-    "registers the result. The same as `mlflow run . -e dpo --env-manager local`.",
-)
-eval_cmd = make_command(
-    "eval",
-    "Evaluate a policy (the base, or --init RUN_ID|models:/...|DIR) on code suites over several seeds.",
-)
+def commands() -> list[click.Command]:
+    """`rlvf <method>` for every registered method."""
+    from rlvf.methods import methods
+
+    return [make_command(m.name, m.help) for m in methods()]
+
+
+def __getattr__(name: str) -> Any:
+    """`pairs_cmd`, `dpo_cmd`, ...: the command of a registered method (older imports)."""
+    if name.endswith("_cmd"):
+        from rlvf.methods import get
+
+        m = get(name[: -len("_cmd")])
+        return make_command(m.name, m.help)
+    raise AttributeError(f"module 'rlvf.pipeline.cli' has no attribute '{name}'")
+
+
+# --------------------------------------------------------------------------- MLproject
+
+
+def mlproject_entry(method: str) -> dict[str, Any]:
+    """The MLproject entry point of a registered method, as `yaml.safe_load` reads it: its
+    declared shortcuts (`Method.mlproject`) between --recipe and --set, all defaulting to ""
+    (the recipe's value). New methods run through `python -m rlvf.pipeline`, so they need no
+    script of their own."""
+    from rlvf.config.schema import FIELDS
+    from rlvf.methods import get
+
+    m = get(method)
+    table = shortcuts_for(method)
+    params: dict[str, Any] = {"recipe": {"type": "string", "default": "default"}}
+    for opt in m.mlproject:
+        if opt not in table:
+            raise ValueError(f"{method}: MLproject parameter '{opt}' is not one of its shortcuts")
+        t = FIELDS[table[opt]].type
+        params[opt] = {"type": "float" if t in ("int", "float") else "string", "default": ""}
+    params["set"] = {"type": "string", "default": ""}
+    args = " ".join(f"--{p.replace('_', '-') if p != 'set' else p} {{{p}}}" for p in params)
+    return {"parameters": params, "command": f"python -m rlvf.pipeline {method} {args}"}
+
+
+def mlproject_block(method: str) -> str:
+    """The YAML block to paste under `entry_points:` in MLproject for a new method."""
+    entry = mlproject_entry(method)
+    lines = [f"  {method}:", "    parameters:"]
+    for p, decl in entry["parameters"].items():
+        default = decl["default"] or '""'
+        lines.append(f"      {p}: {{type: {decl['type']}, default: {default}}}")
+    lines += ["    command: >-", f"      {entry['command']}"]
+    return "\n".join(lines) + "\n"

@@ -297,7 +297,7 @@ class Collector:
             },
             "train": self._train(run),
             "lm_eval": lm,
-            "evals": {suite: _eval_record(res) for suite, res in sorted(evals.items())},
+            "evals": {suite: eval_record(res) for suite, res in sorted(evals.items())},
         }
         return rec
 
@@ -339,7 +339,7 @@ class Collector:
                 "params": {},
                 "train": {},
                 "lm_eval": {},
-                "evals": {suite: _eval_record(res) for suite, res in sorted(evals.items())},
+                "evals": {suite: eval_record(res) for suite, res in sorted(evals.items())},
                 "recorded_by": [],
             }
         self.synthetic[sid]["recorded_by"] = sorted({*self.synthetic[sid]["recorded_by"], run.info.run_id})
@@ -352,19 +352,34 @@ class Collector:
             if f"train/{key}" in m:
                 out[key] = m[f"train/{key}"]
         if "train/loss" in m:
-            hist = sorted(
-                self.client.get_metric_history(run.info.run_id, "train/loss"),
-                key=lambda x: (x.step, x.timestamp),
-            )
-            curve = [[int(h.step), float(h.value)] for h in hist]
+            curve = self._curve(run.info.run_id, "train/loss")
             out["final_loss"] = curve[-1][1] if curve else m["train/loss"]
             out["first_loss"] = curve[0][1] if curve else m["train/loss"]
             out["nonfinite_loss"] = any(not math.isfinite(v) for _, v in curve)
-            if len(curve) > MAX_CURVE_POINTS:
-                step = (len(curve) - 1) / (MAX_CURVE_POINTS - 1)
-                curve = [curve[round(i * step)] for i in range(MAX_CURVE_POINTS)]
-            out["loss_curve"] = curve if len(curve) > 1 else []
+            out["loss_curve"] = _thin(curve) if len(curve) > 1 else []
+        # the method's other curves (rlvf.methods: e.g. DPO's reward margins, GRPO's reward / KL)
+        from rlvf.methods import curves
+
+        extra = {}
+        for key in curves(run.data.tags.get(schema.TAG_METHOD)):
+            if key != "train/loss" and key in m:
+                curve = self._curve(run.info.run_id, key)
+                if len(curve) > 1:
+                    extra[key] = _thin(curve)
+        if extra:
+            out["curves"] = extra
         return out
+
+    def _curve(self, run_id: str, key: str) -> list[list[float]]:
+        hist = sorted(self.client.get_metric_history(run_id, key), key=lambda x: (x.step, x.timestamp))
+        return [[int(h.step), float(h.value)] for h in hist]
+
+
+def _thin(curve: list[list[float]]) -> list[list[float]]:
+    if len(curve) > MAX_CURVE_POINTS:
+        step = (len(curve) - 1) / (MAX_CURVE_POINTS - 1)
+        curve = [curve[round(i * step)] for i in range(MAX_CURVE_POINTS)]
+    return curve
 
 
 def _local_dir(uri: str) -> Path | None:
@@ -397,7 +412,8 @@ def _lm_eval(metrics: dict[str, float]) -> dict[str, dict[str, float | None]]:
     return dict(sorted(out.items()))
 
 
-def _eval_record(res: EvalResult) -> dict[str, Any]:
+def eval_record(res: EvalResult) -> dict[str, Any]:
+    """An EvalResult in the registry-record layout `report.headtohead` compares."""
     keys = [str(s) for s in res.seeds]
     try:
         summary = summarize(res)

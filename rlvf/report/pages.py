@@ -532,9 +532,37 @@ class Site:
                 )
                 + "\n"
             )
+        body += self._method_curves(runs)
         if not runs:
             body += "No training metrics in this export.\n"
         self.page("training.md", "Training", body)
+
+    def _method_curves(self, runs: list[dict]) -> str:
+        """Each method's own curves besides the loss (`Training.curves` in rlvf.methods)."""
+        body = ""
+        by_metric: dict[tuple[str, str], list[dict]] = {}
+        for r in runs:
+            for key in r["train"].get("curves") or {}:
+                by_metric.setdefault((r["method"] or "other", key), []).append(r)
+        for (method, key), rs in sorted(by_metric.items()):
+            series = [
+                {
+                    "label": self.labels[r["run_id"]],
+                    "x": [p[0] for p in r["train"]["curves"][key]],
+                    "y": [p[1] for p in r["train"]["curves"][key]],
+                }
+                for r in rs
+            ]
+            body += f"## {esc(key)}: {esc(method)}\n\n"
+            body += (
+                self.plot(
+                    f"{slug(key)}-{slug(method)}",
+                    plots.lines(series, "step", key, f"{method}: {key}", percent=False),
+                    f"{key} of {method} runs",
+                )
+                + "\n"
+            )
+        return body
 
     def scaling(self) -> None:
         body = (

@@ -18,7 +18,7 @@ class RlvfPolicyModel(PythonModel):
         from pathlib import Path
 
         from rlvf.models.loader import load_policy
-        from rlvf.train.common import spec_from_dir
+        from rlvf.models.policy import spec_from_dir
 
         self.spec = spec_from_dir(Path(context.artifacts["policy"]), device="auto")
         self.model, self.tok = load_policy(self.spec)

@@ -283,8 +283,11 @@ def run_tags(
     label = cfg.get("tracking.label")
     if label:
         tags[schema.TAG_LABEL] = label
-    if cfg.get("data.n_pairs") is not None:
-        tags[schema.TAG_SCAN_PARAM] = json.dumps({"n_pairs": cfg["data.n_pairs"]})
+    from rlvf.methods import scan_params
+
+    scan = scan_params(cfg)  # the method's declared free parameters (e.g. data.n_pairs)
+    if scan:
+        tags[schema.TAG_SCAN_PARAM] = json.dumps(scan)
     return tags
 
 

@@ -9,22 +9,14 @@ from __future__ import annotations
 import math
 import resource
 import time
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from transformers import TrainerCallback
 
-# Trainer log key -> schema metric name; other numeric keys go to train/<key with '/' -> '_'>.
-RENAME = {
-    "loss": "train/loss",
-    "rewards/chosen": "train/rewards_chosen",
-    "rewards/rejected": "train/rewards_rejected",
-    "rewards/margins": "train/rewards_margins",
-    "rewards/accuracies": "train/rewards_accuracies",
-    "logps/chosen": "train/logps_chosen",
-    "logps/rejected": "train/logps_rejected",
-    "learning_rate": "train/learning_rate",
-    "grad_norm": "train/grad_norm",
-}
+# Trainer log key -> schema metric name where the rule (train/<key with '/' -> '_'>) does not
+# give it; a method adds its own (`Training.rename`).
+RENAME: dict[str, str] = {}
 SKIP = {
     "epoch",
     "total_flos",
@@ -48,16 +40,25 @@ def peak_mem_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # KiB on Linux
 
 
-def metric_key(k: str) -> str:
-    return RENAME.get(k) or "train/" + k.replace("/", "_")
+def metric_key(k: str, rename: Mapping[str, str] | None = None) -> str:
+    """The metric name of a trainer log key: `loss` -> `train/loss`, `rewards/chosen` ->
+    `train/rewards_chosen`, unless `rename` (the method's) or RENAME says otherwise."""
+    return (rename or {}).get(k) or RENAME.get(k) or "train/" + k.replace("/", "_")
 
 
 class TrackingCallback(TrainerCallback):
     """Buffers every logged value as a stepped metric of `run` (an `rlvf.tracking.runs.Run`,
     or None to only keep the history) and writes the summary metrics when training ends."""
 
-    def __init__(self, run: Any | None):
+    def __init__(
+        self,
+        run: Any | None,
+        rename: Mapping[str, str] | None = None,
+        health: Callable[[list[dict[str, float]]], list[str]] | None = None,
+    ):
         self.run = run
+        self.rename = dict(rename or {})
+        self.health = health
         self.history: list[dict[str, float]] = []
         self.t0 = 0.0
         self.wall_s = 0.0
@@ -75,7 +76,7 @@ class TrackingCallback(TrainerCallback):
         for k, v in logs.items():
             if k in SKIP or isinstance(v, bool) or not isinstance(v, (int, float)):
                 continue
-            row[metric_key(k)] = float(v)
+            row[metric_key(k, self.rename)] = float(v)
         if not row:
             return
         self.history.append({"step": state.global_step, **row})
@@ -93,14 +94,17 @@ class TrackingCallback(TrainerCallback):
         self.run.metrics(
             {"train/steps": self.steps, "train/wall_s": self.wall_s, "train/peak_mem_mb": peak_mem_mb()}
         )
-        for flag in health_flags(self.history):
+        for flag in health_flags(self.history, self.health):
             self.run.add_health(flag)
         self.run.flush()
 
 
-def health_flags(history: list[dict[str, float]]) -> list[str]:
-    """Cheap warnings from the logged curve: NaN loss, diverging loss, chosen log-probs falling
-    (the failure seen with plain sigmoid DPO on a tiny model: chosen fell with rejected)."""
+def health_flags(
+    history: list[dict[str, float]],
+    extra: Callable[[list[dict[str, float]]], list[str]] | None = None,
+) -> list[str]:
+    """Cheap warnings from the logged curve: NaN loss, diverging loss (every method), then the
+    method's own checks (`extra`, e.g. DPO's chosen log-probs falling)."""
     flags = []
     losses = [h["train/loss"] for h in history if "train/loss" in h]
     if any(not math.isfinite(v) for v in losses):
@@ -111,7 +115,6 @@ def health_flags(history: list[dict[str, float]]) -> list[str]:
         tail = sum(finite[-2:]) / 2
         if tail > 2 * head + 1e-6 and tail - head > 0.5:
             flags.append("loss_diverged")
-    chosen = [h["train/logps_chosen"] for h in history if "train/logps_chosen" in h]
-    if len(chosen) >= 4 and sum(chosen[-2:]) / 2 < sum(chosen[:2]) / 2 - 1.0:
-        flags.append("chosen_logps_fell")
+    if extra is not None:
+        flags.extend(f for f in extra(history) if f not in flags)
     return flags

@@ -1,19 +1,19 @@
-"""What SFT and DPO share: the policy to start from, trainer arguments, saving the result."""
+"""The training layer every method shares: the policy to start from, trainer arguments, one
+train-and-save loop (`train_policy`) around the method's own TRL trainer."""
 
 from __future__ import annotations
 
 import contextlib
-import json
+import dataclasses
 import os
 import tempfile
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from rlvf.errors import UserError
+from rlvf.models.policy import POLICY_FILE, save_policy, spec_from_dir  # noqa: F401  (re-exported)
 from rlvf.runtime import cpu_threads  # noqa: F401  (re-exported: older imports)
-
-POLICY_FILE = "rlvf_policy.json"  # next to the weights / adapter: how to load them back
 
 
 @dataclass
@@ -50,31 +50,6 @@ def base_spec(cfg: Any, init_dir: Path | None = None):
     return spec_from_dir(init_dir, **kw)
 
 
-def spec_from_dir(path: Path, **kw: Any):
-    """A PolicySpec for a directory rlvf saved (full weights or an adapter), or any HF model dir."""
-    from rlvf.models.loader import PolicySpec
-
-    path = Path(path)
-    info_file = path / POLICY_FILE
-    if info_file.exists():
-        info = json.loads(info_file.read_text())
-        if info.get("finetune") == "lora":
-            kw["revision"] = info.get("revision")
-            return PolicySpec(base=info["base"], adapter=str(path), **kw)
-        kw["revision"] = None
-        return PolicySpec(base=str(path), **kw)
-    if (path / "adapter_config.json").exists():
-        cfg = json.loads((path / "adapter_config.json").read_text())
-        base = cfg.get("base_model_name_or_path")
-        if not base:
-            raise UserError(f"{path}: adapter without base_model_name_or_path; cannot tell its base model")
-        return PolicySpec(base=base, adapter=str(path), **kw)
-    if (path / "config.json").exists():
-        kw["revision"] = None
-        return PolicySpec(base=str(path), **kw)
-    raise UserError(f"{path}: neither a model nor an adapter directory")
-
-
 def lora_spec(cfg: Any):
     from rlvf.models.loader import LoraSpec
 
@@ -97,9 +72,10 @@ def output_dir(cfg: Any, run_id: str | None) -> Path:
     return Path(tempfile.mkdtemp(prefix=f"rlvf-{cfg.method}-"))
 
 
-def trainer_args(cfg: Any, out: Path, device: str) -> dict[str, Any]:
-    """TrainingArguments fields common to SFT and DPO (TRL's own defaults do not suit a tiny
-    model: lr 1e-6 and gradient checkpointing on; bf16 on by default is wrong on CPU)."""
+def shared_trainer_args(cfg: Any, out: Path, device: str) -> dict[str, Any]:
+    """TrainingArguments fields every method shares (TRL's own defaults do not suit a tiny
+    model: lr 1e-6 and gradient checkpointing on; bf16 on by default is wrong on CPU).
+    Sequence lengths and column handling are per method (`Training.trainer_args`)."""
     cuda = device.startswith("cuda")
     bf16 = False
     if cuda:
@@ -116,7 +92,6 @@ def trainer_args(cfg: Any, out: Path, device: str) -> dict[str, Any]:
         weight_decay=cfg["train.weight_decay"],
         per_device_train_batch_size=cfg["train.batch_size"],
         gradient_accumulation_steps=cfg["train.grad_accum"],
-        max_length=cfg["train.max_length"],
         gradient_checkpointing=cfg["train.gradient_checkpointing"],
         logging_steps=cfg["train.logging_steps"],
         logging_first_step=True,
@@ -129,33 +104,82 @@ def trainer_args(cfg: Any, out: Path, device: str) -> dict[str, Any]:
         use_cpu=not cuda,
         dataloader_num_workers=0,
         disable_tqdm=not cfg["tracking.progress"],
-        remove_unused_columns=True,
     )
 
 
-def save_policy(trainer: Any, tok: Any, out: Path, cfg: Any, init_spec: Any) -> Any:
-    """Save what training produced (adapter or full weights) + rlvf_policy.json; returns its PolicySpec."""
-    from rlvf.models.loader import PolicySpec
+def trainer_args(cfg: Any, out: Path, device: str, training: Any | None = None) -> dict[str, Any]:
+    """The arguments of `training`'s TRL config: the shared ones its config class takes, then
+    the method's own (`Training.trainer_args`), which must all be fields of that class."""
+    args = shared_trainer_args(cfg, out, device)
+    if training is None:
+        return args
+    accepted = {f.name for f in dataclasses.fields(training.config_class())}
+    own = training.trainer_args(cfg)
+    unknown = sorted(set(own) - accepted)
+    if unknown:
+        raise TypeError(f"{training.config_class().__name__} takes no argument(s) {', '.join(unknown)}")
+    return {**{k: v for k, v in args.items() if k in accepted}, **own}
 
-    out.mkdir(parents=True, exist_ok=True)
-    model = trainer.model
-    model.save_pretrained(str(out), safe_serialization=True)
-    tok.save_pretrained(str(out))
-    is_lora = hasattr(model, "peft_config")
-    base = init_spec.base
-    info = {
-        "finetune": "lora" if is_lora else "full",
-        "base": base,
-        "revision": init_spec.revision,
-        "method": cfg.method,
-        "base_policy": cfg["model.policy"],
-        "config_hash": cfg.hash,
-    }
-    (out / POLICY_FILE).write_text(json.dumps(info, indent=1, sort_keys=True) + "\n")
-    kw = dict(dtype=init_spec.dtype, device=init_spec.device, load_in_4bit=init_spec.load_in_4bit)
-    if is_lora:
-        return PolicySpec(base=base, revision=init_spec.revision, adapter=str(out), **kw)
-    return PolicySpec(base=str(out), **kw)
+
+def train_policy(
+    method: Any,
+    cfg: Any,
+    rows: Sequence[Any],
+    out: Path,
+    *,
+    run: Any | None = None,
+    init_dir: Path | None = None,
+    extra_callbacks: Sequence[Any] = (),
+) -> TrainResult:
+    """Train `cfg`'s policy with `method` (an `rlvf.methods.Method`) on `rows`; the result
+    (weights or adapter) is saved to out/policy. Progress bars follow cfg.tracking.progress."""
+    with quiet(cfg["tracking.progress"]):
+        return _train_policy(
+            method, cfg, rows, out, run=run, init_dir=init_dir, extra_callbacks=extra_callbacks
+        )
+
+
+def _train_policy(
+    method: Any,
+    cfg: Any,
+    rows: Sequence[Any],
+    out: Path,
+    *,
+    run: Any | None,
+    init_dir: Path | None,
+    extra_callbacks: Sequence[Any],
+) -> TrainResult:
+    from rlvf.models.loader import load_policy, peft_config
+    from rlvf.train.callback import TrackingCallback
+
+    training = method.training
+    spec = base_spec(cfg, init_dir)
+    device = device_of(cfg)
+    model, tok = load_policy(spec, trainable=True)
+    tok.padding_side = "right"  # training pads on the right; generation (left) reloads the tokenizer
+    args = training.config_class()(**trainer_args(cfg, out / "trainer", device, training))
+    callback = TrackingCallback(run, rename=training.rename, health=training.health)
+    trainer = training.make_trainer(
+        cfg,
+        model=model,
+        tok=tok,
+        rows=rows,
+        args=args,
+        peft_config=peft_config(lora_spec(cfg)) if spec.adapter is None else None,
+        callbacks=[callback, *extra_callbacks],
+    )
+    quiet_progress(trainer, show=bool(cfg["tracking.progress"]))
+    trainer.train()
+    policy = save_policy(trainer, tok, out / "policy", cfg, spec)
+    tok.padding_side = "left"
+    return TrainResult(
+        policy_dir=out / "policy",
+        spec=policy,
+        steps=callback.steps,
+        wall_s=callback.wall_s,
+        n_examples=len(rows),
+        history=callback.history,
+    )
 
 
 @contextlib.contextmanager
@@ -190,9 +214,3 @@ def quiet(progress: bool):
             hf_logging.enable_progress_bar()
 
 
-def drop_printer(trainer: Any, progress: bool) -> None:
-    """rlvf logs metrics itself; transformers' PrinterCallback would print every log dict."""
-    from transformers.trainer_callback import PrinterCallback
-
-    if not progress:
-        trainer.remove_callback(PrinterCallback)

@@ -1,0 +1,130 @@
+"""The one training lifecycle every training method runs, and the stage table.
+
+    resolve inputs -> open the run -> make sure the base exists -> prefetch the base's eval
+    -> build the data (the method) -> train (the method's trainer, `train_policy`)
+    -> evaluate, compare, log the model, register (`finish_training`) -> clean up
+
+Inputs are checked before a run is opened where that is possible (a missing pairs file, a
+run id that does not exist), so a typo does not leave a run behind. Any failure after that
+ends the run FAILED (KILLED on Ctrl-C / SIGTERM) with the error recorded (`start_run`), and
+the checkpoint directory is removed either way.
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from rlvf.pipeline.base import base_revision, ensure_base, policy_spec, prefetch_base_eval
+from rlvf.pipeline.finish import finish_training
+from rlvf.pipeline.inputs import PolicySource, init_label, resolve_init
+from rlvf.pipeline.result import StageResult, log
+
+
+@dataclass
+class DataContext:
+    """What a method's `build_data` gets: the config, the open run, the policy to start from
+    (None: the base) and what its `resolve` returned before the run opened."""
+
+    cfg: Any
+    run: Any
+    init: PolicySource | None
+    inputs: Any
+
+    @property
+    def policy_name(self) -> str:
+        return init_label(self.cfg, self.init)
+
+    def load_init(self) -> Any:
+        """The model.init policy loaded for sampling, or None for the base (whose samples are cached)."""
+        from rlvf.models.loader import load_policy
+
+        return load_policy(policy_spec(self.cfg, self.init)) if self.init else None
+
+
+def cleanup(out: Path, cfg: Any) -> None:
+    if not cfg["tracking.output_dir"]:
+        shutil.rmtree(out, ignore_errors=True)
+
+
+def run_training(method: Any, cfg: Any) -> StageResult:
+    """Run training method `method` (an `rlvf.methods.Method`) for `cfg`; see the module doc."""
+    from rlvf.methods import Inputs
+    from rlvf.tracking.runs import start_run
+    from rlvf.train.common import output_dir, train_policy
+
+    training = method.training
+    inputs = training.resolve(cfg) if training.resolve else Inputs()
+    init = resolve_init(cfg["model.init"])
+    parent = inputs.parent_run_id or (init.run_id if init else None)
+    t0 = time.perf_counter()
+    with start_run(cfg, method.kind, parent_run_id=parent, base_revision=base_revision(cfg)) as run:
+        res = StageResult(run.run_id, method.name, cfg.hash)
+        ensure_base(cfg, run)
+        prefetch_base_eval(cfg)
+        rows = training.build_data(DataContext(cfg, run, init, inputs))
+        res.n_examples = len(rows)
+        out = output_dir(cfg, run.run_id)
+        try:
+            log(f"training {training.title} on {len(rows)} {training.noun}")
+            trained = train_policy(method, cfg, rows, out, run=run, init_dir=init.directory if init else None)
+            log(f"trained {trained.steps} steps in {trained.wall_s:.1f}s")
+            finish_training(cfg, run, trained, res)
+        finally:
+            cleanup(out, cfg)
+    res.seconds = time.perf_counter() - t0
+    return res
+
+
+def with_threads(fn: Callable[[Any], StageResult], name: str) -> Callable[[Any], StageResult]:
+    """A stage with the CPU thread settings of cfg.model.device and progress bars per
+    cfg.tracking.progress."""
+
+    def stage(cfg: Any) -> StageResult:
+        from rlvf.runtime import cpu_threads
+        from rlvf.train.common import quiet
+
+        with cpu_threads(cfg["model.device"]), quiet(cfg["tracking.progress"]):
+            return fn(cfg)
+
+    stage.__name__ = f"run_{name}"
+    stage.__doc__ = fn.__doc__
+    return stage
+
+
+def stage_for(name: str) -> Callable[[Any], StageResult]:
+    """The stage of registered method `name`: its own `run`, or the training lifecycle."""
+    from rlvf.methods import get
+
+    method = get(name)
+    if method.run is not None:
+        return with_threads(method.run, name)
+    return with_threads(lambda cfg: run_training(method, cfg), name)
+
+
+class Stages(Mapping[str, Callable[[Any], StageResult]]):
+    """method name -> stage, for every registered method (read from the registry on each use)."""
+
+    def __getitem__(self, name: str) -> Callable[[Any], StageResult]:
+        from rlvf.methods import names
+
+        if name not in names():
+            raise KeyError(name)
+        return stage_for(name)
+
+    def __iter__(self) -> Iterator[str]:
+        from rlvf.methods import names
+
+        return iter(names())
+
+    def __len__(self) -> int:
+        from rlvf.methods import names
+
+        return len(names())
+
+
+STAGES = Stages()
