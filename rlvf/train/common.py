@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from rlvf.console import quiet_progress
 from rlvf.models.policy import POLICY_FILE, save_policy, spec_from_dir  # noqa: F401  (re-exported)
 from rlvf.runtime import cpu_threads  # noqa: F401  (re-exported: older imports)
 
@@ -212,5 +213,3 @@ def quiet(progress: bool):
             datasets.enable_progress_bars()
         if hf_was:
             hf_logging.enable_progress_bar()
-
-
