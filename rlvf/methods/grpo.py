@@ -359,10 +359,21 @@ def health(history: list[dict[str, float]]) -> list[str]:
 
 
 def examples(n: int) -> list[Task]:
-    """Training prompts that need no model: tasks of the procedural training suite."""
+    """Training prompts that need no model: procedural training tasks whose check first asserts
+    only that the candidate runs on the first input, so under `reward_mode: fraction` a tiny
+    model's completions differ in reward and every group-relative step has a signal."""
+    import dataclasses
+    import re
+
     from rlvf.tasks import load_suite
 
-    return list(load_suite("procedural:train"))[:n]
+    out = []
+    for t in load_suite("procedural:train"):
+        call = re.search(r"assert (candidate\(.*?\)) ==", t.test)
+        if call and "def check(candidate):\n" in t.test:
+            runs = f"def check(candidate):\n    assert [{call.group(1)}]\n"
+            out.append(dataclasses.replace(t, test=t.test.replace("def check(candidate):\n", runs, 1)))
+    return [out[(i * len(out)) // n] for i in range(min(n, len(out)))]  # spread over the task types
 
 
 METHOD = Method(
