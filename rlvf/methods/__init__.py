@@ -25,6 +25,7 @@ REGISTERED = (
     "rlvf.methods.pairs",
     "rlvf.methods.sft",
     "rlvf.methods.dpo",
+    "rlvf.methods.grpo",
     "rlvf.methods.eval",
 )
 
