@@ -17,6 +17,20 @@ a registered version) and adds what only a run needs:
 
 `grpo.learning_rate` and `grpo.max_steps` override the train section's when set: GRPO runs
 for steps over prompts, not epochs over a dataset, and wants its own step size.
+
+Measured on the embedded default (procedural eval: 110 tasks x 3 samples x 3 seeds, T 0.8;
+full fine-tuning, dapo loss, beta 0.02, 8 optimizer steps of 8 completions per generation,
+dynamic sampling on; 2 CPU cores, AVX2; `rlvf compare` verdicts, 2xSE + McNemar):
+
+    start   steps  reward    lr     G   pass@1 (mean +- std over seeds)   verdict
+    base    40     fraction  5e-4   8   0.540 +- 0.003 (base 0.442)         +9.8pp, significant
+    SFT     40     fraction  5e-4   8   0.746 +- 0.023 (SFT 0.753)          -0.6pp, not significant
+    SFT     160    binary    5e-4   8   0.754 +- 0.011                      +0.1pp, not significant
+    SFT     160    fraction  1e-3   8   0.638 +- 0.021                      -11.4pp, regression
+    SFT     160    binary    2e-4   16  0.763 +- 0.013                      +1.0pp, not significant
+
+From the SFT policy GRPO does not (yet) beat SFT by two standard errors: the failures left
+are tasks no sample of a group solves (arithmetic: 0 of 8), so those groups carry no signal.
 """
 
 from __future__ import annotations
