@@ -108,25 +108,34 @@ def test_renamed_documents_are_consistent_programs():
     assert len(names_seen) > 15  # names come from the wide pool, not the family's five spellings
 
 
-def test_bootstrap_is_deterministic_and_seeded(tmp_path):
+def test_bootstrap_is_deterministic_reused_forced_and_seeded(tmp_path):
+    """One tiny build, reused, forced again (same weights: deterministic), another seed differs;
+    bootstrap.json records how the weights were computed and their digest."""
+    from rlvf.models import pretrain
+
     cfg = dataclasses.replace(CONFIGS["small"], name="tiny-det", per_cell=1, epochs=1, docs_per_task=2)
     a = bootstrap(cfg, seed=3, out=tmp_path / "a", progress=False)
-    b = bootstrap(cfg, seed=3, out=tmp_path / "b", progress=False)
+    stamp = (a / "model.safetensors").stat().st_mtime_ns
+    first = AutoModelForCausalLM.from_pretrained(a).state_dict()
+    tok_bytes = (a / "tokenizer.json").read_bytes()
+    info = read_info(a)
+    assert info["numerics"] == pretrain.numerics(False) and info["ranks"] == pretrain.WORLD == 2
+    assert info["key"] == cfg.key(3)
+    assert pretrain.weights_digest(AutoModelForCausalLM.from_pretrained(a)) == info["weights_sha256"]
+
+    assert bootstrap(cfg, seed=3, out=tmp_path / "a", progress=False) == a  # reused
+    assert (a / "model.safetensors").stat().st_mtime_ns == stamp
+    bootstrap(cfg, seed=3, out=tmp_path / "a", force=True, progress=False)  # trained again
+    assert (a / "model.safetensors").stat().st_mtime_ns != stamp
+    again = AutoModelForCausalLM.from_pretrained(a).state_dict()
+    assert all(torch.equal(first[k], again[k]) for k in first)
+    assert (a / "tokenizer.json").read_bytes() == tok_bytes
+    assert read_info(a)["weights_sha256"] == info["weights_sha256"]
+
     c = bootstrap(cfg, seed=4, out=tmp_path / "c", progress=False)
-    wa, wb, wc = (AutoModelForCausalLM.from_pretrained(p).state_dict() for p in (a, b, c))
-    assert all(torch.equal(wa[k], wb[k]) for k in wa)
-    assert not all(torch.equal(wa[k], wc[k]) for k in wa)
-    assert (a / "tokenizer.json").read_bytes() == (b / "tokenizer.json").read_bytes()
-
-
-def test_second_bootstrap_reuses_and_force_retrains(tmp_path):
-    cfg = dataclasses.replace(CONFIGS["small"], name="tiny-reuse", per_cell=1, epochs=1, docs_per_task=1)
-    path = bootstrap(cfg, seed=0, out=tmp_path / "m", progress=False)
-    stamp = (path / "model.safetensors").stat().st_mtime_ns
-    assert bootstrap(cfg, seed=0, out=tmp_path / "m", progress=False) == path
-    assert (path / "model.safetensors").stat().st_mtime_ns == stamp
-    bootstrap(cfg, seed=0, out=tmp_path / "m", force=True, progress=False)
-    assert (path / "model.safetensors").stat().st_mtime_ns != stamp
+    other = AutoModelForCausalLM.from_pretrained(c).state_dict()
+    assert not all(torch.equal(first[k], other[k]) for k in first)
+    assert not list(tmp_path.glob("*.partial"))
 
 
 def test_bootstrap_cli_reuses_cached_model_and_rejects_foreign_dirs(tiny_policy, tmp_path):

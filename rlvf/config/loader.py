@@ -121,11 +121,13 @@ def _suggest(key: str, candidates: Iterable[str]) -> str:
     return f" (did you mean '{close[0]}'?)" if close else ""
 
 
-def _unknown(key: str) -> ConfigError:
+def _unknown(key: str, method: str | None = None) -> ConfigError:
+    """One line for a key no method has; suggestions come from `method`'s own keys when known."""
+    candidates = [k for k in FIELDS if method is None or applies(k, method)]
     section = key.split(".", 1)[0]
     if section not in SECTIONS:
-        return ConfigError(f"unknown config section '{section}' in '{key}'{_suggest(key, FIELDS)}")
-    return ConfigError(f"unknown config key '{key}'{_suggest(key, FIELDS)}")
+        return ConfigError(f"unknown config section '{section}' in '{key}'{_suggest(key, candidates)}")
+    return ConfigError(f"unknown config key '{key}'{_suggest(key, candidates)}")
 
 
 _TYPE_NAMES = {"int": "an integer", "float": "a number", "str": "a string", "bool": "true or false"}
@@ -370,7 +372,7 @@ class Config:
         flat = self.flat()
         for k, v in parse_overrides(overrides).items():
             if k not in FIELDS:
-                raise _unknown(k)
+                raise _unknown(k, self.method)
             if not applies(k, self.method):
                 raise ConfigError(f"config key '{k}' does not apply to method '{self.method}'")
             flat[k] = coerce(k, v, FIELDS[k])
@@ -443,7 +445,7 @@ def validate(method: str, tree: Mapping[str, Any], where: str = "config") -> dic
     out: dict[str, Any] = {}
     for key, value in flat.items():
         if key not in FIELDS:
-            raise _unknown(key)
+            raise _unknown(key, method)
         if applies(key, method):
             out[key] = coerce(key, value, FIELDS[key])
     missing = [k for k in FIELDS if applies(k, method) and k not in out]
@@ -493,7 +495,7 @@ def load_config(
         if k == "method":
             raise ConfigError("'method' is set by the entry point, not by an override")
         if k not in FIELDS:
-            raise _unknown(k)
+            raise _unknown(k, method)
         if not applies(k, method):
             raise ConfigError(f"config key '{k}' does not apply to method '{method}'")
         flat[k] = v
