@@ -29,7 +29,9 @@ def root(tmp_path_factory):
 
 
 def _env(root: Path, **extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "HF_HUB_OFFLINE"))}
+    # huggingface_hub reads TRANSFORMERS_OFFLINE as HF_HUB_OFFLINE: a case sets either itself.
+    drop = ("MLFLOW_", "HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(drop)}
     env.update(
         MLFLOW_TRACKING_URI=f"sqlite:///{root}/mlflow.db",
         RLVF_EVAL_CACHE=str(root / "evalcache"),
