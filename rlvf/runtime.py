@@ -34,6 +34,19 @@ def cpu_threads(device: str = "auto") -> Iterator[None]:
         torch.set_num_threads(old)
 
 
+def trains_in_bf16(device: str) -> bool:
+    """bf16 mixed precision for TRL trainers: only on a GPU that has it natively.
+
+    TRL's configs default to bf16, which on a CPU is emulated (many times slower on AVX2-only
+    CPUs) and rounds differently from CPU to CPU.
+    """
+    if not device.startswith("cuda"):
+        return False
+    import torch
+
+    return torch.cuda.is_bf16_supported()
+
+
 def cpu_description() -> str:
     """The CPU a figure was measured on: model name, torch's CPU capability, core count.
 

@@ -77,12 +77,10 @@ def shared_trainer_args(cfg: Any, out: Path, device: str) -> dict[str, Any]:
     """TrainingArguments fields every method shares (TRL's own defaults do not suit a tiny
     model: lr 1e-6 and gradient checkpointing on; bf16 on by default is wrong on CPU).
     Sequence lengths and column handling are per method (`Training.trainer_args`)."""
-    cuda = device.startswith("cuda")
-    bf16 = False
-    if cuda:
-        import torch
+    from rlvf.runtime import trains_in_bf16
 
-        bf16 = torch.cuda.is_bf16_supported()
+    cuda = device.startswith("cuda")
+    bf16 = trains_in_bf16(device)
     return dict(
         output_dir=str(out),
         num_train_epochs=cfg["train.epochs"],

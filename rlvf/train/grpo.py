@@ -342,12 +342,10 @@ def grpo_config(settings: GRPOSettings, out: Path, device: str):
     """TRL's GRPOConfig for `settings`; bf16 only on a GPU that has it (TRL defaults to bf16)."""
     from trl import GRPOConfig
 
-    cuda = device.startswith("cuda")
-    bf16 = False
-    if cuda:
-        import torch
+    from rlvf.runtime import trains_in_bf16
 
-        bf16 = torch.cuda.is_bf16_supported()
+    cuda = device.startswith("cuda")
+    bf16 = trains_in_bf16(device)
     return GRPOConfig(
         output_dir=str(out),
         max_steps=settings.max_steps,
