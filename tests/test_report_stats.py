@@ -101,15 +101,6 @@ def test_registry_json_is_deterministic_and_readable():
     assert text.index('"a"') < text.index('"b"')
 
 
-def test_write_tree_leaves_old_tree_on_failure(tmp_path):
-    target = tmp_path / "registry"
-    registry.write_tree(target, {"runs/a.json": "{}\n", "metrics.json": "{}\n"})
-    with pytest.raises(TypeError):
-        registry.write_tree(target, {"runs/b.json": "{}\n", "metrics.json": 42})  # type: ignore[dict-item]
-    assert sorted(p.name for p in (target / "runs").iterdir()) == ["a.json"]
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["registry"]  # no temp dirs left behind
-
-
 def _lines(path, rows):
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
     return path

@@ -28,6 +28,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from rlvf.errors import UserError
+from rlvf.tracking.liveness import pid_alive
 
 #: rlvf's marker file, present in every tree it writes (dotfile: MkDocs leaves it out)
 MARKER = ".rlvf-tree"
@@ -115,16 +116,6 @@ def check_apart(a: Path, b: Path) -> None:
         raise UserError(f"the registry ({a}) and the site pages ({b}) must not overlap")
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def stage(target: Path, files: dict[str, str | bytes]) -> Path:
     """Write `files` into a new sibling of `target`, with rlvf's marker; return its path."""
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -197,7 +188,7 @@ def recover(lock_target: Path, targets: list[Path]) -> None:
             continue
         for sib in target.parent.iterdir():
             m = _STAGE.match(sib.name)
-            if m and m["name"] == target.name and not _alive(int(m["pid"])):
+            if m and m["name"] == target.name and not pid_alive(int(m["pid"])):
                 if not target.exists() and ".old-" in sib.name:
                     os.replace(sib, target)  # a swap cut between its two renames
                 else:

@@ -16,9 +16,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import shutil
-import uuid
 from pathlib import Path
 from typing import Any
 
@@ -144,31 +141,3 @@ def load(path: str | Path) -> tuple[dict[str, dict], dict[str, Any]]:
     study_file = root / "study.json"
     study = json.loads(study_file.read_text(encoding="utf-8")) if study_file.is_file() else {"pairs": []}
     return records, study
-
-
-def write_tree(target: str | Path, files: dict[str, str | bytes]) -> None:
-    """Replace directory `target` by exactly `files`, all at once: the files are written to a
-    sibling temp dir which is then swapped in, so a failure leaves the old tree untouched."""
-    target = Path(target)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tag = uuid.uuid4().hex[:8]
-    tmp = target.with_name(f".{target.name}.new-{tag}")
-    old = target.with_name(f".{target.name}.old-{tag}")
-    try:
-        for rel, content in files.items():
-            p = tmp / rel
-            p.parent.mkdir(parents=True, exist_ok=True)
-            if isinstance(content, bytes):
-                p.write_bytes(content)
-            else:
-                with p.open("w", encoding="utf-8", newline="\n") as fh:
-                    fh.write(content)
-        if target.exists():
-            os.replace(target, old)
-        os.replace(tmp, target)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        if old.exists() and not target.exists():
-            os.replace(old, target)
-        raise
-    shutil.rmtree(old, ignore_errors=True)

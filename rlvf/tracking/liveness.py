@@ -59,7 +59,8 @@ def _start_time(pid: int) -> str | None:
     return stat[stat.rindex(")") + 2 :].split()[19]
 
 
-def _pid_exists(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """Whether a process with this pid exists here (one we may not signal still counts)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -100,7 +101,7 @@ def is_dead(tag: str) -> bool:
         if now is None:
             return True
         return bool(start) and bool(now) and now != start  # the pid was reused
-    return not _pid_exists(pid)
+    return not pid_alive(pid)
 
 
 def _runs(client: Any, filter_string: str) -> list[Any]:
@@ -209,7 +210,7 @@ def _restore_main(run_id: str, status: str, wrapper_pid: int, wait_s: float = 30
     from mlflow import MlflowClient
 
     deadline = time.monotonic() + wait_s
-    while _pid_exists(wrapper_pid) and time.monotonic() < deadline:
+    while pid_alive(wrapper_pid) and time.monotonic() < deadline:
         time.sleep(0.2)
     client = MlflowClient()
     run = client.get_run(run_id)
