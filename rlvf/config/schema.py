@@ -139,6 +139,32 @@ SHARED: dict[str, Any] = {
             "prompts per generate call (sampling is seeded per batch, so it changes samples)",
             minimum=1,
         ),
+        "lm_eval": {
+            "tasks": F(
+                "list[str]",
+                "lm-eval tasks run beside the code suites on the same policy: lm-eval's names "
+                "(ifeval, gsm8k, mmlu, ...; their data comes from the hub) or rlvf's local "
+                "rlvf_doctest, rlvf_solution_mc; [] for none",
+                nullable=True,
+                invariant="lm_eval_tasks",
+            ),
+            "num_fewshot": F(
+                "int",
+                "few-shot examples (null: each task's own)",
+                nullable=True,
+                minimum=0,
+                invariant="lm_eval_num_fewshot",
+            ),
+            "limit": F(
+                "int",
+                "first N documents of each task (null: all)",
+                nullable=True,
+                minimum=1,
+                invariant="lm_eval_limit",
+            ),
+            "batch_size": F("int", "requests per forward pass (padding can move the last digit)", minimum=1),
+            "seed": F("int", "lm-eval's random, numpy, torch and few-shot seeds", invariant="lm_eval_seed"),
+        },
     },
     "registry": {
         "register": F("bool", "register the trained policy as a model version", hashed=False),

@@ -146,3 +146,24 @@ def store_samples(key: str, samples: list[Any], outcomes: list[Any], identity: d
         tmp.rename(final)
     except OSError:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def load_json(key: str) -> Any:
+    """A cached JSON document (e.g. the base's lm-eval results), or None."""
+    if not enabled():
+        return None
+    try:
+        return json.loads((cache_root() / f"{key}.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+
+
+def store_json(key: str, obj: Any) -> None:
+    """Write a JSON document atomically (a reader never sees half of it)."""
+    if not enabled():
+        return
+    root = cache_root()
+    root.mkdir(parents=True, exist_ok=True)
+    tmp = root / f"{key}.json.partial.{os.getpid()}"
+    tmp.write_text(json.dumps(obj, sort_keys=True), encoding="utf-8")
+    os.replace(tmp, root / f"{key}.json")

@@ -1,5 +1,5 @@
 """eval: evaluate a policy (the base, or model.init: a run id, a models:/ URI or a directory)
-on cfg.eval's suites and seeds, as a run of its own."""
+on cfg.eval's suites and seeds, and on cfg.eval.lm_eval's tasks, as one run of its own."""
 
 from __future__ import annotations
 
@@ -7,8 +7,16 @@ import time
 from typing import Any
 
 from rlvf.methods.registry import Method
-from rlvf.pipeline.base import base_eval, base_revision, ensure_base, eval_settings, policy_label, policy_spec
-from rlvf.pipeline.finish import log_suite_evals, pass1
+from rlvf.pipeline.base import (
+    base_eval,
+    base_lm_eval,
+    base_revision,
+    ensure_base,
+    eval_settings,
+    policy_label,
+    policy_spec,
+)
+from rlvf.pipeline.finish import lm_eval_summary, log_lm_eval, log_suite_evals, pass1
 from rlvf.pipeline.inputs import resolve_init
 from rlvf.pipeline.result import StageResult
 from rlvf.tracking import schema
@@ -17,6 +25,7 @@ from rlvf.tracking import schema
 def run_eval(cfg: Any) -> StageResult:
     """Evaluate a policy (the base, or model.init) on cfg.eval's suites and seeds."""
     from rlvf.evaluate import evaluate
+    from rlvf.evaluate.lmeval import LmEvalSettings, run_lm_eval
     from rlvf.tracking.runs import start_run
 
     init = resolve_init(cfg["model.init"])
@@ -47,17 +56,33 @@ def run_eval(cfg: Any) -> StageResult:
                 progress=cfg["tracking.progress"],
             )
         res.metrics.update(log_suite_evals(run, evals))
+        lm_settings = LmEvalSettings.from_config(cfg)
+        lm = None
+        if lm_settings.tasks:  # on the same run, after the code suites
+            t1 = time.perf_counter()
+            lm = (
+                base_lm_eval(cfg)
+                if init is None
+                else run_lm_eval(
+                    policy_spec(cfg, init), lm_settings, policy_name=label, progress=cfg["tracking.progress"]
+                )
+            )
+            res.metrics.update(log_lm_eval(run, lm))
+            run.metrics({"time/lm_eval_s": time.perf_counter() - t1})
         for suite in cfg["eval.suites"]:
             p = pass1(res.metrics, suite, schema.EVAL_PREFIX)
             if p is not None:
                 res.summary.append(f"{suite} pass@1 {p[0]:.3f} ± {p[1]:.3f} ({label})")
+        if lm is not None:
+            res.summary.extend(lm_eval_summary(lm, label))
     res.seconds = time.perf_counter() - t0
     return res
 
 
 METHOD = Method(
     name="eval",
-    help="Evaluate a policy (the base, or --init RUN_ID|models:/...|DIR) on code suites over several seeds.",
+    help="Evaluate a policy (the base, or --init RUN_ID|models:/...|DIR) on code suites over several seeds "
+    "and on lm-eval tasks (eval.lm_eval.tasks).",
     kind="eval",
     uses=("verify", "eval"),
     mlproject=("policy", "init", "suites", "seeds"),

@@ -91,6 +91,7 @@ def _base_eval_job(flat: dict[str, Any], recipe: str) -> None:
     cfg = Config({**flat, "tracking.progress": False}, recipe)
     with cpu_threads(cfg["model.device"]), quiet(False):
         base_eval(cfg)
+        base_lm_eval(cfg)
 
 
 def prefetch_base_eval(cfg: Any) -> None:
@@ -107,7 +108,9 @@ def prefetch_base_eval(cfg: Any) -> None:
     if not cfg["eval.base"] or not eval_cache.enabled() or (os.cpu_count() or 1) < 2:
         return
     key, _, settings = base_eval_key(cfg)
-    if key in _BASE_EVAL_JOBS or eval_cache.load(key, list(settings.suites)) is not None:
+    lm_key = base_lm_eval_key(cfg)
+    lm_done = lm_key is None or eval_cache.load_json(lm_key) is not None
+    if key in _BASE_EVAL_JOBS or (eval_cache.load(key, list(settings.suites)) is not None and lm_done):
         return
     proc = multiprocessing.get_context("spawn").Process(
         target=_base_eval_job, args=(dict(cfg._flat), cfg.recipe), daemon=True
@@ -139,3 +142,48 @@ def base_eval(cfg: Any) -> dict[str, Any]:
     )
     eval_cache.store(key, evals, ident)
     return evals
+
+
+def base_lm_eval_key(cfg: Any) -> str | None:
+    """The cache key of the base's lm-eval results (None when cfg runs no lm-eval task):
+    the base, the settings, lm-eval's version and the shipped tasks' content."""
+    from rlvf.evaluate import cache as eval_cache
+    from rlvf.evaluate.lmeval import LmEvalSettings, lm_eval_version, local_tasks_digest
+
+    settings = LmEvalSettings.from_config(cfg)
+    if not settings.tasks:
+        return None
+    ident = eval_cache.base_identity(cfg["model.policy"], cfg["model.revision"])
+    extra = {"lm_eval": settings.to_dict(), "version": lm_eval_version(), "local": local_tasks_digest()}
+    extra["dtype"], extra["device"] = cfg["model.dtype"], cfg["model.device"]
+    return "lm_eval-" + eval_cache.cache_key(ident, extra)
+
+
+def base_lm_eval(cfg: Any) -> Any:
+    """The base policy's `LmEvalResult` for cfg's lm-eval settings (cached), or None without tasks."""
+    from rlvf.evaluate import cache as eval_cache
+    from rlvf.evaluate.lmeval import LmEvalResult, LmEvalSettings, run_lm_eval
+
+    key = base_lm_eval_key(cfg)
+    if key is None:
+        return None
+    job = _BASE_EVAL_JOBS.pop(base_eval_key(cfg)[0], None)
+    if job is not None:
+        job.join()
+    cached = eval_cache.load_json(key)
+    if cached is not None:
+        try:
+            res = LmEvalResult.from_dict(cached)
+            log(f"base lm-eval: cached ({key})")
+            return res
+        except (KeyError, TypeError, ValueError):
+            pass
+    log("base lm-eval: evaluating the base policy (cached for next time)")
+    res = run_lm_eval(
+        policy_spec(cfg, None),
+        LmEvalSettings.from_config(cfg),
+        policy_name=policy_label(cfg),
+        progress=cfg["tracking.progress"],
+    )
+    eval_cache.store_json(key, res.to_dict())
+    return res

@@ -1,12 +1,12 @@
-"""After training: log the model, evaluate it and the base, compare the two with the site's
-statistic, register a version."""
+"""After training: log the model, evaluate it and the base (code suites, then lm-eval tasks),
+compare the two with the site's statistic, register a version."""
 
 from __future__ import annotations
 
 import time
 from typing import Any
 
-from rlvf.pipeline.base import base_eval, eval_settings, policy_label
+from rlvf.pipeline.base import base_eval, base_lm_eval, eval_settings, policy_label
 from rlvf.pipeline.result import StageResult, log
 from rlvf.tracking import schema
 
@@ -23,6 +23,36 @@ def log_suite_evals(run: Any, evals: dict[str, Any], prefix: str = schema.EVAL_P
         if ev.outcomes:
             run.log_jsonl(f"{base}/{schema.OUTCOMES_ARTIFACT}", ev.outcomes)
     return logged
+
+
+def log_lm_eval(run: Any, res: Any, prefix: str = schema.LM_EVAL_PREFIX) -> dict[str, float]:
+    """An `LmEvalResult` into the run: metrics ``<prefix>/<task>/<metric>`` (and ``_stderr``),
+    lm-eval's and each task's version as tags, the results JSON and per-sample logs."""
+    logged = {f"{prefix}/{k}": v for k, v in res.metrics.items()}
+    run.metrics(logged)
+    tags = {schema.lm_eval_tag(prefix, "version"): res.lm_eval_version}
+    tags.update({schema.lm_eval_tag(prefix, f"task_version.{t}"): v for t, v in res.task_versions.items()})
+    if res.lower_is_better:
+        tags[schema.lm_eval_tag(prefix, "lower_is_better")] = ",".join(res.lower_is_better)
+    run.tags(tags)
+    if res.raw:
+        run.log_dict(f"{prefix}/results.json", res.raw)
+    for task, rows in res.samples.items():
+        run.log_jsonl(f"{prefix}/samples/{task}.jsonl", rows)
+    run.flush()
+    return logged
+
+
+def lm_eval_summary(res: Any, label: str) -> list[str]:
+    """One line per lm-eval task: its metrics with their stderr."""
+    by_task: dict[str, list[str]] = {}
+    for k, v in res.metrics.items():
+        if k.endswith("_stderr"):
+            continue
+        task, metric = k.split("/", 1)
+        se = res.metrics.get(k + "_stderr")
+        by_task.setdefault(task, []).append(f"{metric} {v:.3f}" + (f" ± {se:.3f}" if se is not None else ""))
+    return [f"lm-eval {task}: {', '.join(parts)} ({label})" for task, parts in by_task.items()]
 
 
 def pass1(metrics: dict[str, float], suite: str, prefix: str) -> tuple[float, float] | None:
@@ -83,6 +113,7 @@ def finish_training(cfg: Any, run: Any, trained: Any, result: StageResult) -> No
     """After training: log the model, evaluate (metrics attach to the model), record the base's
     eval, then register a version and move the alias (last, so a version always has metrics)."""
     from rlvf.evaluate import evaluate
+    from rlvf.evaluate.lmeval import LmEvalSettings, run_lm_eval
     from rlvf.tracking.models import active_model, log_policy_model, register_policy, registered_model_name
 
     model_id = None
@@ -96,6 +127,7 @@ def finish_training(cfg: Any, run: Any, trained: Any, result: StageResult) -> No
             },
         )
     label = f"{cfg.method}:{run.run_id[:8]}"
+    lm_settings = LmEvalSettings.from_config(cfg)
     t0 = time.perf_counter()
     bases: dict[str, Any] = {}
     with active_model(model_id):
@@ -108,6 +140,12 @@ def finish_training(cfg: Any, run: Any, trained: Any, result: StageResult) -> No
         )
         result.metrics.update(log_suite_evals(run, evals))
         run.metrics({"time/eval_s": time.perf_counter() - t0})
+        lm = None
+        if lm_settings.tasks:
+            t1 = time.perf_counter()
+            lm = run_lm_eval(trained.spec, lm_settings, policy_name=label, progress=cfg["tracking.progress"])
+            result.metrics.update(log_lm_eval(run, lm))
+            run.metrics({"time/lm_eval_s": time.perf_counter() - t1})
         run.flush()
     log(f"evaluated the trained policy in {time.perf_counter() - t0:.1f}s")
     if cfg["eval.base"]:
@@ -119,8 +157,13 @@ def finish_training(cfg: Any, run: Any, trained: Any, result: StageResult) -> No
             result.metrics.update(
                 log_eval_result(run.run_id, ev.result, prefix=schema.BASE_EVAL_PREFIX, client=run.client)
             )
+        base_lm = base_lm_eval(cfg)
+        if base_lm is not None:
+            result.metrics.update(log_lm_eval(run, base_lm, schema.BASE_LM_EVAL_PREFIX))
         log(f"base eval recorded in {time.perf_counter() - t0:.1f}s")
     result.summary.extend(compare_with_base(run, evals, bases, cfg.method))
+    if lm is not None:
+        result.summary.extend(lm_eval_summary(lm, label))
     if not bases:
         for suite, ev in evals.items():
             p = pass1(result.metrics, suite, schema.EVAL_PREFIX)

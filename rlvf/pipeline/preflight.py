@@ -4,7 +4,9 @@ Why: a mistake found after sampling, training and model logging costs the user t
 run and leaves a FAILED run behind; one found here is one line and nothing in the store.
 - suite files (`jsonl:PATH` in eval.suites / data.suite) are read and validated now;
 - a hub model that is not in the local cache, with the hub unreachable (HF_HUB_OFFLINE, or
-  no route to it), is one line now rather than a minute of retries later.
+  no route to it), is one line now rather than a minute of retries later;
+- lm-eval tasks (eval.lm_eval.tasks): an unknown name, or a hub task's data that cannot be
+  reached, is one line naming rlvf's local tasks.
 """
 
 from __future__ import annotations
@@ -23,6 +25,17 @@ def check(cfg: Any) -> None:
     check_suites(cfg)
     for key in ("model.policy",):
         check_hub_model(cfg.get(key), cfg.get("model.revision"), key)
+    check_lm_eval(cfg)
+
+
+def check_lm_eval(cfg: Any) -> None:
+    """Every lm-eval task is known and its data loads (a hub task offline: one line naming the
+    local alternative), before a run exists rather than after training."""
+    if not cfg.get("eval.lm_eval.tasks"):
+        return
+    from rlvf.evaluate.lmeval import LmEvalSettings, check_tasks
+
+    check_tasks(LmEvalSettings.from_config(cfg))
 
 
 def _specs(cfg: Any) -> list[tuple[str, str]]:

@@ -26,7 +26,9 @@ A run is one entry-point call. Its layout:
     - base model's eval for the same settings, when recorded: ``base_eval/S/...`` same names
       (artifact ``base_eval/S/result.json``).
     - lm-eval tasks (addition): ``lm_eval/TASK/METRIC`` and ``lm_eval/TASK/METRIC_stderr``
-      (TASK and METRIC as lm-eval names them, ',' replaced by '_').
+      (TASK and METRIC as lm-eval names them; lm-eval's ``acc,none`` is ``acc``, another filter
+      is appended with '_': ``exact_match_strict-match``; see `rlvf.evaluate.lmeval`); the base
+      model's, when recorded: ``base_lm_eval/TASK/METRIC`` (and ``_stderr``).
     - training (additions): ``train/cost_usd`` when known; the report reads the loss curve
       from the step history of ``train/loss``.
 - artifacts:
@@ -35,6 +37,11 @@ A run is one entry-point call. Its layout:
     - ``eval/S/outcomes.jsonl`` and ``eval/S/samples.jsonl``: per-sample records.
     - ``data/pairs.jsonl`` (pairs runs), ``data/sft.jsonl`` (SFT data).
     - ``model/``: the logged MLflow model (adapter, or full weights for the tiny model).
+    - ``lm_eval/results.json``: lm-eval's results JSON (configs, versions, n-samples; samples
+      left out) and ``lm_eval/samples/TASK.jsonl``: its per-sample logs (``base_lm_eval/`` alike).
+- lm-eval tags: ``rlvf.lm_eval.version`` (the lm-eval package), ``rlvf.lm_eval.task_version.TASK``
+  for each task (numbers of two task versions are not compared), ``rlvf.lm_eval.lower_is_better``
+  (comma-separated TASK/METRIC, when any); ``rlvf.base_lm_eval.*`` alike for the base's.
 """
 
 from __future__ import annotations
@@ -59,6 +66,7 @@ PARAM_PREFIX = "cfg."
 EVAL_PREFIX = "eval"
 BASE_EVAL_PREFIX = "base_eval"
 LM_EVAL_PREFIX = "lm_eval"
+BASE_LM_EVAL_PREFIX = "base_lm_eval"
 KIND_IMPORTED = "imported"
 RESULT_ARTIFACT = "result.json"
 OUTCOMES_ARTIFACT = "outcomes.jsonl"
@@ -74,6 +82,11 @@ def suite_key(suite: str) -> str:
 
 def eval_metric(suite: str, name: str, prefix: str = EVAL_PREFIX) -> str:
     return f"{prefix}/{suite_key(suite)}/{name}"
+
+
+def lm_eval_tag(prefix: str, what: str) -> str:
+    """The tag holding `what` (version, task_version.TASK, lower_is_better) of an lm-eval prefix."""
+    return f"{TAG_PREFIX}{prefix}.{what}"
 
 
 def eval_artifact_dir(suite: str) -> str:
