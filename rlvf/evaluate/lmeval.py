@@ -307,6 +307,25 @@ def _prepare(task_dict: Any, settings: LmEvalSettings) -> None:
         task.set_fewshot_seed(seed=settings.seed)
 
 
+def _hflm(base: type, progress: bool) -> type:
+    """lm-eval's HF model, with its request progress bars following rlvf's progress setting
+    (lm-eval passes `disable_tqdm=False` explicitly, so TQDM_DISABLE alone cannot hide them)."""
+    if progress:
+        return base
+
+    class QuietHFLM(base):  # type: ignore[misc, valid-type]
+        def loglikelihood(self, requests: Any, disable_tqdm: bool = False) -> Any:
+            return super().loglikelihood(requests, disable_tqdm=True)
+
+        def loglikelihood_rolling(self, requests: Any, disable_tqdm: bool = False) -> Any:
+            return super().loglikelihood_rolling(requests, disable_tqdm=True)
+
+        def generate_until(self, requests: Any, disable_tqdm: bool = False) -> Any:
+            return super().generate_until(requests, disable_tqdm=True)
+
+    return QuietHFLM
+
+
 def run_lm_eval(
     policy: Any, settings: LmEvalSettings, *, policy_name: str = "", progress: bool = True
 ) -> LmEvalResult:
@@ -336,7 +355,7 @@ def run_lm_eval(
         os.environ["TQDM_DISABLE"] = "1"
     try:
         with _datasets_offline(why):
-            lm = HFLM(pretrained=model, tokenizer=tok, batch_size=settings.batch_size)
+            lm = _hflm(HFLM, progress)(pretrained=model, tokenizer=tok, batch_size=settings.batch_size)
             out = evaluate(
                 lm=lm,
                 task_dict=task_dict,

@@ -280,10 +280,14 @@ class Collector:
         tags, metrics, params = run.data.tags, run.data.metrics, run.data.params
         evals = dict(self.evals(run_id))
         lm = _lm_eval(metrics)
+        lm_versions, lm_lower = _lm_meta(tags)
         if not evals and not lm:
             for child in self._child_eval_runs(run_id):  # later eval runs override earlier ones
                 evals.update(self.evals(child.info.run_id))
                 lm.update(_lm_eval(child.data.metrics))
+                v, lo = _lm_meta(child.data.tags)
+                lm_versions.update(v)
+                lm_lower = sorted({*lm_lower, *lo})
         baseline, rule = self.baseline(run_id)
         if baseline is None and tags.get(schema.TAG_METHOD) != "base":
             baseline = self._base_eval_record(run)
@@ -314,6 +318,8 @@ class Collector:
             },
             "train": self._train(run),
             "lm_eval": lm,
+            "lm_eval_versions": lm_versions,
+            "lm_eval_lower": lm_lower,
             "evals": {suite: eval_record(res) for suite, res in sorted(evals.items())},
         }
         return rec
@@ -355,7 +361,9 @@ class Collector:
                 "health": [],
                 "params": {},
                 "train": {},
-                "lm_eval": {},
+                "lm_eval": _lm_eval(run.data.metrics, schema.BASE_LM_EVAL_PREFIX),
+                "lm_eval_versions": _lm_meta(tags, schema.BASE_LM_EVAL_PREFIX)[0],
+                "lm_eval_lower": _lm_meta(tags, schema.BASE_LM_EVAL_PREFIX)[1],
                 "evals": {suite: eval_record(res) for suite, res in sorted(evals.items())},
                 "recorded_by": [],
             }
@@ -419,9 +427,19 @@ def _json_tag(text: str | None, default: Any) -> Any:
         return default
 
 
-def _lm_eval(metrics: dict[str, float]) -> dict[str, dict[str, float | None]]:
+def _lm_meta(tags: dict[str, str], prefix: str = schema.LM_EVAL_PREFIX) -> tuple[dict[str, str], list[str]]:
+    """(task -> task version, lower-is-better metric names) from a run's lm-eval tags."""
+    head = schema.lm_eval_tag(prefix, "task_version.")
+    versions = {k[len(head) :]: v for k, v in tags.items() if k.startswith(head)}
+    lower = tags.get(schema.lm_eval_tag(prefix, "lower_is_better"), "")
+    return dict(sorted(versions.items())), sorted(x for x in lower.split(",") if x)
+
+
+def _lm_eval(
+    metrics: dict[str, float], prefix: str = schema.LM_EVAL_PREFIX
+) -> dict[str, dict[str, float | None]]:
     out: dict[str, dict[str, float | None]] = {}
-    prefix = schema.LM_EVAL_PREFIX + "/"
+    prefix = prefix + "/"
     for key, value in metrics.items():
         if key.startswith(prefix) and not key.endswith("_stderr"):
             name = key[len(prefix) :]

@@ -160,9 +160,31 @@ def suite_delta(ev_a: dict, ev_b: dict, h2h: dict | None = None) -> dict[str, An
     }
 
 
+def lm_task(metric: str) -> str:
+    """The lm-eval task of a record's metric name ("task/metric")."""
+    return metric.split("/", 1)[0]
+
+
+def lm_version_changes(a: dict, b: dict) -> list[dict[str, Any]]:
+    """lm-eval tasks both runs ran whose task version differs: their numbers are not comparable
+    (tasks whose version either run did not record are compared as before)."""
+    va, vb = a.get("lm_eval_versions") or {}, b.get("lm_eval_versions") or {}
+    tasks = sorted({lm_task(n) for n in set(a["lm_eval"]) & set(b["lm_eval"])})
+    return [
+        {"task": t, "a": va[t], "b": vb[t]} for t in tasks if t in va and t in vb and str(va[t]) != str(vb[t])
+    ]
+
+
 def lm_deltas(a: dict, b: dict) -> list[dict[str, Any]]:
+    """B minus A for each lm-eval metric both runs have, by the 2×stderr rule; `worse` says
+    whether B is beyond 2×SE on the bad side (lower, or higher for lower-is-better metrics).
+    Metrics of a task whose version changed are left out (see `lm_version_changes`)."""
+    changed = {c["task"] for c in lm_version_changes(a, b)}
+    lower = set(a.get("lm_eval_lower") or []) | set(b.get("lm_eval_lower") or [])
     out = []
     for name in sorted(set(a["lm_eval"]) & set(b["lm_eval"])):
+        if lm_task(name) in changed:
+            continue
         va, vb = a["lm_eval"][name], b["lm_eval"][name]
         delta = vb["value"] - va["value"]
         if va.get("stderr") is None or vb.get("stderr") is None:
@@ -170,6 +192,7 @@ def lm_deltas(a: dict, b: dict) -> list[dict[str, Any]]:
         else:
             se, beyond = stats.two_stderr(delta, va["stderr"], vb["stderr"])
             verdict = "beyond 2×SE" if beyond else "within 2×SE: not significant"
+        worse = beyond and (delta > 0 if name in lower else delta < 0)
         out.append(
             {
                 "metric": name,
@@ -178,10 +201,21 @@ def lm_deltas(a: dict, b: dict) -> list[dict[str, Any]]:
                 "delta": delta,
                 "se": se,
                 "beyond_2se": beyond,
+                "worse": worse,
                 "verdict": verdict,
             }
         )
     return out
+
+
+def forgetting(suites: dict[str, Any], lm: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """Seed 004's forgetting pathology: a pass@1 gain on some code suite while a general
+    (lm-eval) metric got worse beyond 2×SE. None when there is no such pair."""
+    gains = sorted(s for s, e in suites.items() if "delta" in e and e["delta"]["delta"] > 0)
+    lost = [d["metric"] for d in lm if d["worse"]]
+    if not gains or not lost:
+        return None
+    return {"gains": gains, "lost": lost}
 
 
 def _per_task_counts(ev: dict, group: str, split_plus: bool) -> dict[str, np.ndarray]:
@@ -245,6 +279,8 @@ def compare(a: dict, b: dict, origin: str = "named") -> dict[str, Any]:
     out["comparable"] = not diffs
     out["suites"] = {}
     out["lm_eval"] = []
+    out["lm_eval_refused"] = []
+    out["forgetting"] = None
     if diffs:
         return out
     for suite in sorted(set(a["evals"]) & set(b["evals"])):
@@ -260,6 +296,8 @@ def compare(a: dict, b: dict, origin: str = "named") -> dict[str, Any]:
             "failures": failure_shift(ev_a, ev_b),
         }
     out["lm_eval"] = lm_deltas(a, b)
+    out["lm_eval_refused"] = lm_version_changes(a, b)
+    out["forgetting"] = forgetting(out["suites"], out["lm_eval"])
     return out
 
 

@@ -55,6 +55,12 @@ def delta_cells(d: dict[str, Any]) -> list[str]:
     ]
 
 
+def lm_cell(v: dict[str, Any]) -> str:
+    """An lm-eval metric as value ± stderr (the stderr when lm-eval gave one)."""
+    se = v.get("stderr")
+    return num(v["value"]) + (f" ± {num(se, 2)}" if se is not None else "")
+
+
 def pval(p: float | None) -> str:
     if p is None:
         return "—"
@@ -178,12 +184,7 @@ class Site:
                     row.append(pm(pc["mean"], pc["std"]) if pc else "—")
             for n in lm_names:
                 v = r["lm_eval"].get(n)
-                row.append(
-                    "—"
-                    if v is None
-                    else num(v["value"])
-                    + (f" ± {num(v['stderr'], 2)}" if v.get("stderr") is not None else "")
-                )
+                row.append("—" if v is None else lm_cell(v))
             rows.append(row)
         body = (
             f"One row per run ({len(self.runs)} runs). pass@1 is the mean ± std over evaluation seeds "
@@ -263,13 +264,15 @@ class Site:
         for c in self.comparisons:
             for d in c["lm_eval"]:
                 verdict = d["verdict"] if d["beyond_2se"] else f"*{d['verdict']}*"
+                if d["worse"] and c["forgetting"]:
+                    verdict += " — **forgetting**"
                 lm_rows.append(
                     [
                         self.name(c["b"]),
                         self.name(c["a"]),
                         esc(d["metric"]),
-                        num(d["a"]),
-                        num(d["b"]),
+                        lm_cell(self.records[c["a"]]["lm_eval"][d["metric"]]),
+                        lm_cell(self.records[c["b"]]["lm_eval"][d["metric"]]),
                         f"{d['delta']:+.4f}",
                         "—" if d["se"] is None else f"{d['se']:.4f}",
                         verdict,
@@ -278,9 +281,29 @@ class Site:
         if lm_rows:
             body += (
                 "## lm-eval\n\n"
+                "General ability beside the code suites (value ± stderr as lm-eval reports it); the same "
+                "2×SE rule: a change within twice the combined stderr is not meaningful.\n\n"
                 + table(["Run", "Against", "Metric", "Baseline", "Run", "Δ", "±SE", "Verdict"], lm_rows)
                 + "\n"
             )
+        forgot = [c for c in self.comparisons if c["forgetting"]]
+        body += (
+            "## Forgetting regressions\n\n"
+            "Runs that gain pass@1 on a code suite but lose more than 2×SE on a general (lm-eval) "
+            "metric (seed 004: that is not a win, it is a forgetting pathology).\n\n"
+        )
+        if forgot:
+            body += (
+                "\n".join(
+                    f"- {self.pair(c)}: **forgetting regression**: pass@1 up on "
+                    f"{esc(', '.join(c['forgetting']['gains']))}, but "
+                    f"{esc(', '.join(c['forgetting']['lost']))} worse beyond 2×SE."
+                    for c in forgot
+                )
+                + "\n\n"
+            )
+        else:
+            body += "_None._\n\n"
         for c in self.comparisons:
             if not c["comparable"]:
                 refused.append(
@@ -290,6 +313,11 @@ class Site:
             for s, entry in sorted(c["suites"].items()):
                 if "error" in entry:
                     refused.append(f"- {self.pair(c)} on {esc(s)}: **not compared**, {esc(entry['error'])}.")
+            for v in c["lm_eval_refused"]:
+                refused.append(
+                    f"- {self.pair(c)} on lm-eval {esc(v['task'])}: **not compared**, the task version "
+                    f"changed ({esc(v['a'])} → {esc(v['b'])}): its numbers are not comparable."
+                )
         if refused:
             body += "## Not compared\n\n" + "\n".join(refused) + "\n"
         if not self.comparisons:

@@ -68,6 +68,14 @@ def print_comparison(a: dict, b: dict, suites: list[str]) -> dict:
             d["verdict"],
         )
     console.print(deltas)
+    for v in c["lm_eval_refused"]:
+        click.echo(f"lm-eval {v['task']}: not compared, the task version changed ({v['a']} -> {v['b']})")
+    if c["forgetting"]:
+        f = c["forgetting"]
+        click.echo(
+            f"forgetting regression: pass@1 up on {', '.join(f['gains'])}, "
+            f"but {', '.join(f['lost'])} worse beyond 2×SE"
+        )
     for s in chosen:
         h = c["suites"][s]["h2h"]
         cn = h["counts"]
