@@ -136,7 +136,43 @@ def test_deltas_have_uncertainty_and_non_significant_ones_say_so(study):
         assert rows[label].rstrip(" |").endswith("*not significant*"), rows[label]
     assert rows["dpo-n\\_pairs400"].rstrip(" |").endswith("significant regression")
     lm = _section(_page(study, "deltas.md"), "lm-eval")
-    assert "mmlu/acc" in lm and "*within 2×SE: not significant*" in lm
+    lm_rows = {tuple(c.strip() for c in r.split("|")[1:4]): r for r in lm.splitlines() if r.startswith("| ")}
+    assert "0.48 ± 0.004 | 0.47 ± 0.004" in lm_rows[("sft", "base", "mmlu/acc")]
+    assert lm_rows[("sft", "base", "mmlu/acc")].rstrip(" |").endswith("*within 2×SE: not significant*")
+    dpo_mmlu = lm_rows[("dpo", "base", "mmlu/acc")]
+    assert "-0.0800" in dpo_mmlu and dpo_mmlu.rstrip(" |").endswith("beyond 2×SE — **forgetting**")
+
+
+def test_lm_eval_columns_forgetting_flag_and_task_version_refusal(study):
+    """Results: lm-eval columns as value ± stderr; Deltas: dpo gains pass@1 but loses MMLU beyond
+    2×SE (flagged), sft's gsm8k changed task version (refused in one line, never flagged)."""
+    results = _page(study, "results.md")
+    header = next(line for line in results.splitlines() if line.startswith("| Run |"))
+    assert "gsm8k/exact\\_match\\_strict-match" in header and header.rstrip(" |").endswith("mmlu/acc")
+    rows = {r.split("|")[1].strip(): r for r in results.splitlines() if r.startswith("| ") and "---" not in r}
+    assert rows["dpo"].rstrip(" |").endswith("0.4 ± 0.004")
+    assert rows["base"].rstrip(" |").endswith("0.3 ± 0.01 | 0.48 ± 0.004")
+    deltas = _page(study, "deltas.md")
+    forgetting = _section(deltas, "Forgetting regressions")
+    assert (
+        "- dpo vs base: **forgetting regression**: pass@1 up on humaneval, but mmlu/acc worse beyond 2×SE."
+        in forgetting
+    )
+    assert forgetting.count("**forgetting regression**") == 1  # sft gains too, but loses nothing comparable
+    refused = _section(deltas, "Not compared")
+    assert (
+        "- sft vs base on lm-eval gsm8k: **not compared**, the task version changed (3.0 → 2.0): "
+        "its numbers are not comparable." in refused
+    )
+    assert "gsm8k" not in _section(deltas, "lm-eval")
+    recs = _records(study)
+    assert recs[study["sft"]]["lm_eval_versions"] == {"gsm8k": "2.0", "mmlu": "1.0"}
+    r = rs.cli("compare", study["base"], study["sft"], "--tracking-uri", study["uri"])
+    assert r.exit_code == 0, r.output
+    assert "lm-eval gsm8k: not compared, the task version changed (3.0 -> 2.0)" in r.output
+    r = rs.cli("compare", "base", "dpo", "--registry", str(study["root"] / "registry"))
+    assert r.exit_code == 0, r.output
+    assert "forgetting regression: pass@1 up on humaneval, but mmlu/acc worse beyond 2×SE" in r.output
 
 
 def test_mismatched_invariants_are_refused(study):
