@@ -27,6 +27,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -203,6 +204,99 @@ def task_manager(tasks: tuple[str, ...]) -> Any:
     return tm
 
 
+_BUILDERS = ("json", "csv", "parquet", "text", "arrow", "pandas")  # datasets' local-file builders
+
+
+def _lm_eval_task_dir() -> Path | None:
+    import importlib.util
+
+    spec = importlib.util.find_spec("lm_eval")  # without importing lm-eval (seconds)
+    return Path(spec.origin).parent / "tasks" if spec and spec.origin else None
+
+
+def _yaml_value(path: Path, key: str, depth: int = 0) -> str | None:
+    """`key`'s plain value in a task YAML, following `include:` (lm-eval's tags make the files
+    unreadable for a plain YAML loader)."""
+    try:
+        text = path.read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return None
+    m = re.search(rf"^{key}:\s*['\"]?([^'\"#\n]+?)['\"]?\s*(#.*)?$", text, re.M)
+    if m:
+        return m.group(1).strip()
+    inc = re.search(r"^include:\s*['\"]?([^'\"#\n]+?)['\"]?\s*$", text, re.M)
+    if inc and depth < 3:
+        return _yaml_value(path.parent / inc.group(1).strip(), key, depth + 1)
+    return None
+
+
+@lru_cache(maxsize=8)
+def _hub_datasets(tasks: tuple[str, ...]) -> tuple[tuple[str, str | None], ...]:
+    return tuple(_scan_hub_datasets(list(tasks)).items())
+
+
+def hub_datasets(tasks: list[str]) -> dict[str, str | None]:
+    """task -> the hub dataset its YAML in lm-eval names (see `_scan_hub_datasets`); cached, as
+    preflight and the evaluation both ask."""
+    return dict(_hub_datasets(tuple(tasks)))
+
+
+def _scan_hub_datasets(tasks: list[str]) -> dict[str, str | None]:
+    """task -> the hub dataset its YAML in lm-eval names (None: not found as a plain task, e.g. a
+    group or tag), by a scan of lm-eval's task files: ~3 s, against minutes for lm-eval's index
+    on a busy 2-core machine."""
+    found: dict[str, str | None] = dict.fromkeys(tasks)
+    root = _lm_eval_task_dir()
+    if root is None:
+        return found
+    want = {t: re.compile(rf"^task:\s*['\"]?{re.escape(t)}['\"]?\s*$", re.M) for t in tasks}
+    for path in root.rglob("*.yaml"):
+        try:
+            text = path.read_text(encoding="utf-8", errors="replace")
+        except OSError:
+            continue
+        for t, pat in want.items():
+            if found[t] is None and pat.search(text):
+                found[t] = _yaml_value(path, "dataset_path") or ""
+    return found
+
+
+def cached_datasets() -> set[str]:
+    """Hub datasets present in the local Hugging Face caches (hub files or datasets' own)."""
+    names: set[str] = set()
+    try:
+        from huggingface_hub import constants
+
+        hub = Path(constants.HF_HUB_CACHE)
+        names |= {p.name[len("datasets--") :].replace("--", "/") for p in hub.glob("datasets--*")}
+    except (ImportError, OSError):  # pragma: no cover
+        pass
+    try:
+        import datasets.config
+
+        root = Path(datasets.config.HF_DATASETS_CACHE)
+        names |= {p.name.replace("___", "/") for p in root.iterdir() if p.is_dir()}
+    except (ImportError, OSError):
+        pass
+    return names
+
+
+def offline_precheck(tasks: list[str], why: str) -> None:
+    """With the hub unreachable: a hub task whose dataset is not cached is one line now, before
+    lm-eval builds its task index."""
+    cached = cached_datasets()
+    for task, ds in hub_datasets(tasks).items():
+        missing = (
+            ds is None and not cached  # a group or tag: nothing cached can serve it
+        ) or (bool(ds) and ds not in cached and ds not in _BUILDERS and not Path(ds).exists())
+        if missing:
+            what = f"dataset {ds!r}" if ds else "data"
+            raise UserError(
+                f"eval.lm_eval.tasks: the data of {task} cannot be loaded ({why}; {what} is not in "
+                f"the local datasets cache); " + OFFLINE_ALTERNATIVE
+            )
+
+
 @contextmanager
 def _datasets_offline(why: str | None) -> Iterator[None]:
     """With the hub unreachable, datasets reads its cache only (no minute of retries)."""
@@ -236,9 +330,11 @@ def load_task_dict(tasks: tuple[str, ...], num_fewshot: int | None = None) -> tu
     be reached (offline, not cached) is one line that names the offline alternative."""
     from lm_eval.tasks import get_task_dict
 
-    tm = task_manager(tasks)
     remote = [t for t in tasks if t not in LOCAL_TASKS]
     why = hub_offline() if remote else None
+    if why:
+        offline_precheck(remote, why)
+    tm = task_manager(tasks)
     _quiet_lm_eval()
     with _datasets_offline(why):
         try:
