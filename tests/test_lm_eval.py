@@ -149,7 +149,7 @@ def test_lm_eval_settings_are_hashed_and_invariant():
     [
         # found by rlvf's scan of lm-eval's task files, before lm-eval's minutes-long index
         ("gsm8k", "the data of gsm8k cannot be loaded (HF_HUB_OFFLINE is set; dataset 'openai/gsm8k' is not"),
-        ("no_such_task", "unknown lm-eval task(s) 'no_such_task'"),
+        ("no_such_task", "no_such_task is no task in lm-eval's task files (a group, a tag or unknown)"),
     ],
 )
 def test_unreachable_or_unknown_task_is_one_line_and_no_run(store, task, message):

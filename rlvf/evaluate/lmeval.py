@@ -286,14 +286,16 @@ def offline_precheck(tasks: list[str], why: str) -> None:
     lm-eval builds its task index."""
     cached = cached_datasets()
     for task, ds in hub_datasets(tasks).items():
-        missing = (
-            ds is None and not cached  # a group or tag: nothing cached can serve it
-        ) or (bool(ds) and ds not in cached and ds not in _BUILDERS and not Path(ds).exists())
-        if missing:
-            what = f"dataset {ds!r}" if ds else "data"
+        if ds is None and not cached:  # a group, a tag or a typo: nothing cached can serve it
             raise UserError(
-                f"eval.lm_eval.tasks: the data of {task} cannot be loaded ({why}; {what} is not in "
-                f"the local datasets cache); " + OFFLINE_ALTERNATIVE
+                f"eval.lm_eval.tasks: {task} is no task in lm-eval's task files (a group, a tag or "
+                f"unknown) and nothing can be loaded ({why}; the local datasets cache is empty); "
+                + OFFLINE_ALTERNATIVE
+            )
+        if ds and ds not in cached and ds not in _BUILDERS and not Path(ds).exists():
+            raise UserError(
+                f"eval.lm_eval.tasks: the data of {task} cannot be loaded ({why}; dataset {ds!r} "
+                "is not in the local datasets cache); " + OFFLINE_ALTERNATIVE
             )
 
 
