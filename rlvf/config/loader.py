@@ -379,9 +379,14 @@ class Config:
         return Config(flat, self.recipe)
 
     # identity
+    def _inert(self, key: str) -> bool:
+        """Keys that cannot change anything as set: lm-eval's settings while it runs no task (so
+        a config with lm-eval off keeps the hash and invariants it had before lm-eval existed)."""
+        return key.startswith("eval.lm_eval.") and not self._flat.get("eval.lm_eval.tasks")
+
     def hashed(self) -> dict[str, Any]:
         """The part of the config that can change results."""
-        return {k: v for k, v in self._flat.items() if FIELDS[k].hashed}
+        return {k: v for k, v in self._flat.items() if FIELDS[k].hashed and not self._inert(k)}
 
     @property
     def hash(self) -> str:
@@ -401,7 +406,7 @@ class Config:
         inv: dict[str, Any] = {}
         for k, v in self._flat.items():
             name = FIELDS[k].invariant
-            if name and not name.startswith(("lora_", "finetune")):
+            if name and not name.startswith(("lora_", "finetune")) and not self._inert(k):
                 inv[name] = v
         if self.method in TRAINING_METHODS:
             inv["finetune"] = self._flat["model.finetune"]
