@@ -98,10 +98,16 @@ SHARED: dict[str, Any] = {
         ),
         "warmup_ratio": F("float", "fraction of steps warming up", minimum=0.0, maximum=1.0),
         "weight_decay": F("float", "AdamW weight decay", minimum=0.0),
-        "batch_size": F("int", "examples per device step", minimum=1),
+        "batch_size": F("int", "examples per step, over all training processes", minimum=1),
         "grad_accum": F("int", "steps accumulated per optimizer step", minimum=1),
         "max_length": F("int", "longest prompt+completion in tokens", minimum=8),
         "gradient_checkpointing": F("bool", "recompute activations to save memory (slower)"),
+        "processes": F(
+            "int",
+            "CPU training processes (gloo data parallel, global batch unchanged); "
+            "methods that sample inside the loop (grpo) train in one",
+            minimum=1,
+        ),
         "logging_steps": F("int", "optimizer steps between logged training metrics", minimum=1, hashed=False),
     },
     "eval": {

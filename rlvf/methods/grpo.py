@@ -430,5 +430,6 @@ METHOD = Method(
         curves=("train/loss", "train/reward_mean", "train/kl", "train/heldout_pass1"),
         health=health,
         examples=examples,
+        processes=False,  # rollouts and rewards run inside the loop
     ),
 )

@@ -47,6 +47,9 @@ class Training:
         diverging loss).
     examples(n): n training rows that need no model (from the procedural suite's reference
         and wrong solutions): every method's smoke test trains on them.
+    processes: whether `train.processes` > 1 may split training over CPU processes
+        (`rlvf.train.ranks`): true for methods that train on fixed rows; methods that sample
+        and verify inside the loop (GRPO) train in one.
     """
 
     title: str
@@ -60,6 +63,7 @@ class Training:
     curves: tuple[str, ...] = ("train/loss",)
     health: Callable[[list[dict[str, float]]], list[str]] | None = None
     examples: Callable[[int], list[Any]] | None = None
+    processes: bool = True
 
 
 @dataclass

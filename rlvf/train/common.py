@@ -89,7 +89,7 @@ def shared_trainer_args(cfg: Any, out: Path, device: str) -> dict[str, Any]:
         lr_scheduler_type=cfg["train.lr_scheduler"],
         warmup_steps=cfg["train.warmup_ratio"],  # transformers 5: a float < 1 is a ratio
         weight_decay=cfg["train.weight_decay"],
-        per_device_train_batch_size=cfg["train.batch_size"],
+        per_device_train_batch_size=per_device_batch(cfg["train.batch_size"]),
         gradient_accumulation_steps=cfg["train.grad_accum"],
         gradient_checkpointing=cfg["train.gradient_checkpointing"],
         logging_steps=cfg["train.logging_steps"],
@@ -104,6 +104,20 @@ def shared_trainer_args(cfg: Any, out: Path, device: str) -> dict[str, Any]:
         dataloader_num_workers=0,
         disable_tqdm=not cfg["tracking.progress"],
     )
+
+
+def per_device_batch(batch_size: int) -> int:
+    """`train.batch_size` is the global batch: each of the data-parallel ranks takes its share,
+    so one process and several train on the same batches."""
+    from rlvf.errors import UserError
+    from rlvf.train.ranks import world_size
+
+    world = world_size()
+    if batch_size % world:
+        raise UserError(
+            f"train.batch_size {batch_size} does not split evenly over {world} training processes"
+        )
+    return batch_size // world
 
 
 def trainer_args(cfg: Any, out: Path, device: str, training: Any | None = None) -> dict[str, Any]:
@@ -131,11 +145,17 @@ def train_policy(
     extra_callbacks: Sequence[Any] = (),
 ) -> TrainResult:
     """Train `cfg`'s policy with `method` (an `rlvf.methods.Method`) on `rows`; the result
-    (weights or adapter) is saved to out/policy. Progress bars follow cfg.tracking.progress."""
+    (weights or adapter) is saved to out/policy. Progress bars follow cfg.tracking.progress.
+    On CPU, with `train.processes` > 1, training runs in that many processes (`rlvf.train.ranks`)."""
+    from rlvf.train.ranks import train_in_processes, wanted
+
+    world = wanted(method, cfg, device_of(cfg)) if not extra_callbacks else 1
+    if world > 1:
+        return train_in_processes(method, cfg, rows, out, run=run, init_dir=init_dir, world=world)
     with quiet(cfg["tracking.progress"]):
         return _train_policy(
             method, cfg, rows, out, run=run, init_dir=init_dir, extra_callbacks=extra_callbacks
-        )
+        )[0]
 
 
 def _train_policy(
@@ -147,7 +167,13 @@ def _train_policy(
     run: Any | None,
     init_dir: Path | None,
     extra_callbacks: Sequence[Any],
-) -> TrainResult:
+    summary: bool = True,
+    save: bool = True,
+    keep_model: bool = False,
+) -> tuple[TrainResult, Any]:
+    """Train in this process; `summary` off leaves the summary metrics to the caller (ranks),
+    `save` off skips writing the policy (ranks other than 0). Returns the result and, with
+    `keep_model`, the trained model."""
     from rlvf.models.loader import load_policy, peft_config
     from rlvf.train.callback import TrackingCallback
 
@@ -157,7 +183,7 @@ def _train_policy(
     model, tok = load_policy(spec, trainable=True)
     tok.padding_side = "right"  # training pads on the right; generation (left) reloads the tokenizer
     args = training.config_class()(**trainer_args(cfg, out / "trainer", device, training))
-    callback = TrackingCallback(run, rename=training.rename, health=training.health)
+    callback = TrackingCallback(run, rename=training.rename, health=training.health, summary=summary)
     trainer = training.make_trainer(
         cfg,
         model=model,
@@ -169,9 +195,9 @@ def _train_policy(
     )
     quiet_progress(trainer, show=bool(cfg["tracking.progress"]))
     trainer.train()
-    policy = save_policy(trainer, tok, out / "policy", cfg, spec)
+    policy = save_policy(trainer, tok, out / "policy", cfg, spec) if save else None
     tok.padding_side = "left"
-    return TrainResult(
+    result = TrainResult(
         policy_dir=out / "policy",
         spec=policy,
         steps=callback.steps,
@@ -179,6 +205,7 @@ def _train_policy(
         n_examples=len(rows),
         history=callback.history,
     )
+    return result, (trainer.model if keep_model else None)
 
 
 @contextlib.contextmanager
