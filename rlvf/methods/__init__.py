@@ -26,6 +26,8 @@ REGISTERED = (
     "rlvf.methods.sft",
     "rlvf.methods.dpo",
     "rlvf.methods.grpo",
+    "rlvf.methods.kto",
+    "rlvf.methods.orpo",
     "rlvf.methods.eval",
 )
 
