@@ -33,6 +33,8 @@ RECORDED = {
     "orpo/default": ("c1710275", "7eb96749"),
     "kto/small": ("da418866", "9bcca7a4"),
     "orpo/small": ("00de7f9f", "9bcca7a4"),
+    "rloo/default": ("65812518", "7eb96749"),
+    "rloo/small": ("b7efa414", "9bcca7a4"),
 }
 
 
@@ -83,7 +85,9 @@ def test_tables_follow_the_registry():
 
     assert METHODS == names() == list(STAGES)
     assert (
-        TRAINING_METHODS == [m.name for m in methods() if m.trains] == ["sft", "dpo", "grpo", "kto", "orpo"]
+        TRAINING_METHODS
+        == [m.name for m in methods() if m.trains]
+        == ["sft", "dpo", "grpo", "kto", "orpo", "rloo"]
     )
     assert SECTIONS["dpo"] == ("dpo",)
     assert set(SECTIONS["train"]) == set(TRAINING_METHODS)

@@ -28,6 +28,7 @@ REGISTERED = (
     "rlvf.methods.grpo",
     "rlvf.methods.kto",
     "rlvf.methods.orpo",
+    "rlvf.methods.rloo",
     "rlvf.methods.eval",
 )
 
