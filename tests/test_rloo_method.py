@@ -76,6 +76,8 @@ def test_rloo_run_reads_back_from_the_store(client, store):
     assert len(rows) == len(generation_steps) * cfg["rloo.generation_batch_size"]
     assert {row["task_id"] for row in rows} <= {t.task_id for t in training_tasks(cfg)}
     assert all(row["reward"] is None or 0.0 <= row["reward"] <= 1.0 for row in rows)
+    # seeded sampling: on the small recipe some group mixes a pass with failures (else the check is empty)
+    assert any(abs(row["advantage"]) > 0 for row in rows)
     g = cfg["rloo.num_generations"]
     groups = defaultdict(list)
     for i, row in enumerate(rows):
