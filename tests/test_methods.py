@@ -28,6 +28,13 @@ RECORDED = {
     "sft/small": ("264cd970", "9bcca7a4"),
     "dpo/small": ("d422872e", "9bcca7a4"),
     "eval/small": ("ecc9cc3f", "e731329c"),
+    # recorded when each method was added
+    "kto/default": ("1b253210", "7eb96749"),
+    "orpo/default": ("c1710275", "7eb96749"),
+    "kto/small": ("da418866", "9bcca7a4"),
+    "orpo/small": ("00de7f9f", "9bcca7a4"),
+    "rloo/default": ("65812518", "7eb96749"),
+    "rloo/small": ("b7efa414", "9bcca7a4"),
 }
 
 
@@ -77,7 +84,11 @@ def test_tables_follow_the_registry():
     from rlvf.pipeline.lifecycle import STAGES
 
     assert METHODS == names() == list(STAGES)
-    assert TRAINING_METHODS == [m.name for m in methods() if m.trains] == ["sft", "dpo", "grpo"]
+    assert (
+        TRAINING_METHODS
+        == [m.name for m in methods() if m.trains]
+        == ["sft", "dpo", "grpo", "kto", "orpo", "rloo"]
+    )
     assert SECTIONS["dpo"] == ("dpo",)
     assert set(SECTIONS["train"]) == set(TRAINING_METHODS)
 

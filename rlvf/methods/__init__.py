@@ -26,6 +26,9 @@ REGISTERED = (
     "rlvf.methods.sft",
     "rlvf.methods.dpo",
     "rlvf.methods.grpo",
+    "rlvf.methods.kto",
+    "rlvf.methods.orpo",
+    "rlvf.methods.rloo",
     "rlvf.methods.eval",
 )
 
