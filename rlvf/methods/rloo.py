@@ -200,5 +200,6 @@ METHOD = Method(
         curves=("train/loss", "train/reward_mean", "train/kl", "train/heldout_pass1"),
         health=grpo.health,
         examples=grpo.examples,
+        processes=False,  # rollouts and rewards run inside the loop
     ),
 )
