@@ -8,8 +8,6 @@ DataFrame with those columns) returns one score per row, from
 
 from __future__ import annotations
 
-from typing import Any
-
 import mlflow
 from mlflow.pyfunc import PythonModel
 
