@@ -31,7 +31,7 @@ from rlvf.errors import UserError
 
 # Next to the weights / adapter of a trained RM (with rlvf_policy.json): how to score with it.
 REWARD_FILE = "rlvf_reward_model.json"
-# The name of the RM's directory inside its logged MLflow model (artifacts/<this>).
+# The RM's key among its logged MLflow model's artifacts (the pyfunc's context.artifacts).
 ARTIFACT = "reward_model"
 
 
@@ -178,12 +178,15 @@ def _download(uri: str, what: str) -> Path:
 
 
 def _from_model_dir(local: Path, ref: str, what: str) -> Path:
-    for candidate in (local / "artifacts" / ARTIFACT, local):
+    """The RM directory inside a downloaded MLflow model (artifacts/<its directory's name>)
+    or `local` itself."""
+    inner = sorted(d for d in (local / "artifacts").glob("*") if d.is_dir())
+    for candidate in (*inner, local):
         if is_reward_dir(candidate):
             return candidate
-    if (local / "artifacts" / "policy").is_dir():
+    if any((d / "rlvf_policy.json").is_file() for d in (*inner, local)):
         raise UserError(f"{what}: {ref} is a policy, not a reward model (train one with `rlvf rm`)")
-    raise UserError(f"{what}: {ref} is not an rlvf reward model (no artifacts/{ARTIFACT})")
+    raise UserError(f"{what}: {ref} is not an rlvf reward model (no {REWARD_FILE} in its artifacts)")
 
 
 def resolve_reward_model(ref: str, what: str = "reward model") -> Path:
