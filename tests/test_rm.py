@@ -276,3 +276,41 @@ def test_other_references_are_refused_by_name(client, store):
         load_reward_model(run.run_id, what="ppo.reward")
     with pytest.raises(UserError, match="could not download models:/no-such-model/1"):
         load_reward_model("models:/no-such-model/1")
+
+
+@pytest.mark.slow
+def test_a_lora_reward_model_keeps_its_score_head(tmp_path, tiny_policy):
+    """With LoRA the new score head is trained in full and saved with the adapter: the
+    reloaded RM scores exactly as the trained one did at the end of training."""
+    from transformers import TrainerCallback
+
+    from rlvf.methods import get
+    from rlvf.rewards.reward_model import RewardModel, load_reward_dir, write_reward_info
+    from rlvf.train.common import train_policy
+
+    method = get("rm")
+    rows = method.training.examples(4)
+    prompts, completions = [r.prompt for r in rows] * 2, [r.chosen for r in rows] + [r.rejected for r in rows]
+    seen: dict[str, list[float]] = {}
+
+    class Score(TrainerCallback):
+        def on_train_end(self, args, state, control, model=None, processing_class=None, **kw):
+            seen["end"] = RewardModel(model, processing_class, max_length=256).score(prompts, completions)
+
+    cfg = load_config(
+        "rm",
+        "small",
+        [
+            "model.finetune=lora",
+            "train.max_steps=2",
+            "train.batch_size=2",
+            "model.device=cpu",
+            "rm.learning_rate=1e-2",
+        ],
+    )
+    res = train_policy(method, cfg, rows, tmp_path / "out", extra_callbacks=[Score()])
+    assert (res.policy_dir / "adapter_config.json").exists()
+    write_reward_info(res.policy_dir, max_length=256)
+    rm = load_reward_dir(res.policy_dir, device="cpu")
+    assert not hasattr(rm.model, "peft_config")  # merged for scoring
+    assert rm.score(prompts, completions) == pytest.approx(seen["end"], abs=1e-4)
