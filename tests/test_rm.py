@@ -184,6 +184,13 @@ def test_load_reward_model_round_trips_the_registered_rm(client, rm_run, verifie
     by_run = load_reward_model(res.run_id, device="cpu")
     for other in (by_alias, by_run):
         assert other.score([train[0].prompt], [train[0].chosen]) == pytest.approx([passing], abs=1e-5)
+    # the registered MLflow model is a pyfunc that scores prompt/completion rows the same way
+    import mlflow
+
+    served = mlflow.pyfunc.load_model(f"models:/{name}/{version}")
+    assert served.predict([{"prompt": train[0].prompt, "completion": train[0].chosen}]) == pytest.approx(
+        [passing], abs=1e-5
+    )
     # a raw rollout that rambles on after its function is scored on the function alone
     ramble = train[0].chosen + "\nprint('trailing junk')\n"
     assert rm.score([train[0].prompt], [ramble]) == pytest.approx([passing], abs=1e-5)

@@ -57,24 +57,18 @@ def log_policy_model(run: Run, policy_dir: Path, *, tags: Mapping[str, str] | No
 
 def log_reward_model(run: Run, reward_dir: Path, *, tags: Mapping[str, str] | None = None) -> str:
     """Log the reward model in `reward_dir` as the run's MLflow model `model/` (a pyfunc that
-    scores prompt/completion rows); returns its model id."""
+    scores prompt/completion rows; its signature comes from `predict`'s type hints); returns
+    its model id."""
     import mlflow.pyfunc
-    import pandas as pd
-    from mlflow.models import infer_signature
 
     import rlvf
     from rlvf.rewards.reward_model import ARTIFACT
 
-    signature = infer_signature(
-        model_input=pd.DataFrame({"prompt": ["def add(a, b):\n"], "completion": ["    return a + b\n"]}),
-        model_output=[0.0],
-    )
     info = mlflow.pyfunc.log_model(
         name=schema.MODEL_ARTIFACT,
         python_model=str(REWARD_PYFUNC_CODE),
         artifacts={ARTIFACT: str(reward_dir)},
         pip_requirements=[f"rlvf=={rlvf.__version__}"],
-        signature=signature,
         tags=dict(tags or {}),
     )
     run.model_id = info.model_id
