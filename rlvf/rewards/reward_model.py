@@ -23,6 +23,7 @@ share one implementation.
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -169,11 +170,18 @@ def _download(uri: str, what: str) -> Path:
 
     from rlvf.tracking.scratch import scratch_dir
 
+    bar = os.environ.get("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR")
+    os.environ["MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"] = "false"  # a bar per file, for a few small files
     try:
         local = Path(mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=scratch_dir("rlvf-rm-")))
     except (MlflowException, OSError) as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise UserError(f"{what}: could not download {uri}: {first}") from None
+    finally:
+        if bar is None:
+            os.environ.pop("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", None)
+        else:
+            os.environ["MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"] = bar
     return local
 
 
