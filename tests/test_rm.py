@@ -271,11 +271,16 @@ def _experiments(client):
 
 
 @pytest.mark.slow
-def test_other_references_are_refused_by_name(client, store):
-    """A run that is not an rm run, or a registered model that does not exist: one line each."""
+def test_other_references_are_refused_by_name(client, store, rm_run):
+    """A run that is not an rm run, or a registered model that does not exist: one line each;
+    and an RM is no policy to start training from."""
     from rlvf.errors import UserError
+    from rlvf.pipeline.inputs import resolve_init
     from rlvf.rewards.reward_model import load_reward_model
     from rlvf.tracking.runs import start_run
+
+    with pytest.raises(UserError, match="is not an rlvf policy model"):
+        resolve_init(rm_run[1].run_id)
 
     with start_run(load_config("eval", "small"), "eval", method="base") as run:
         pass

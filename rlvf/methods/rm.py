@@ -171,13 +171,16 @@ def finish(ctx: Any, trained: Any, result: StageResult) -> None:
     """Score the held-out and training pairs, log the RM as a model (the metrics attach to
     it), then register a version of `rlvf-rm-<base>` and move the alias (last)."""
     from rlvf.pipeline.base import policy_label
-    from rlvf.rewards.reward_model import load_reward_dir, pairwise_accuracy, write_reward_info
+    from rlvf.rewards.reward_model import ARTIFACT, load_reward_dir, pairwise_accuracy, write_reward_info
     from rlvf.tracking import schema
     from rlvf.tracking.models import active_model, log_reward_model, register_policy, registered_model_name
 
     cfg, run = ctx.cfg, ctx.run
+    # Logged as artifacts/reward_model (MLflow names it after the directory), never
+    # artifacts/policy: model.init refuses an RM instead of loading it as a language model.
+    rm_dir = trained.policy_dir.rename(trained.policy_dir.with_name(ARTIFACT))
     write_reward_info(
-        trained.policy_dir,
+        rm_dir,
         max_length=cfg["train.max_length"],
         base_policy=cfg["model.policy"],
         config_hash=cfg.hash,
@@ -185,12 +188,10 @@ def finish(ctx: Any, trained: Any, result: StageResult) -> None:
     model_id = None
     if cfg["tracking.log_model"]:
         model_id = log_reward_model(
-            run, trained.policy_dir, tags={schema.TAG_METHOD: cfg.method, schema.TAG_CONFIG_HASH: cfg.hash}
+            run, rm_dir, tags={schema.TAG_METHOD: cfg.method, schema.TAG_CONFIG_HASH: cfg.hash}
         )
     t0 = time.perf_counter()
-    rm = load_reward_dir(
-        trained.policy_dir, device=cfg["model.device"], batch_size=2 * cfg["train.batch_size"]
-    )
+    rm = load_reward_dir(rm_dir, device=cfg["model.device"], batch_size=2 * cfg["train.batch_size"])
     held = pairwise_accuracy(rm, ctx.state.get("heldout", []))
     seen = pairwise_accuracy(rm, ctx.state.get("train", []))
     del rm
