@@ -29,6 +29,7 @@ REGISTERED = (
     "rlvf.methods.kto",
     "rlvf.methods.orpo",
     "rlvf.methods.rloo",
+    "rlvf.methods.rm",
     "rlvf.methods.eval",
 )
 

@@ -20,8 +20,10 @@ from typing import Any
 from rlvf.config.fields import Field
 
 # Sections a training method always reads: the lifecycle trains (train, lora), evaluates
-# (eval) and registers (registry) every trained policy.
+# (eval) and registers (registry) every trained policy. A method whose model is not a
+# policy (`Training.policy` False: a reward model) is not evaluated as one: no eval section.
 LIFECYCLE_SECTIONS = ("lora", "train", "eval", "registry")
+POLICY_ONLY_SECTIONS = ("eval",)
 
 # Keys the lifecycle adds for every training method.
 LIFECYCLE_FIELDS: dict[str, Field] = {
@@ -50,6 +52,15 @@ class Training:
     processes: whether `train.processes` > 1 may split training over CPU processes
         (`rlvf.train.ranks`): true for methods that train on fixed rows; methods that sample
         and verify inside the loop (GRPO) train in one.
+    policy: the trained model is a policy, which the lifecycle evaluates (pass@1 against the
+        base: the eval section and eval.base) and registers. False for a model that writes
+        no code (a reward model): the method's config has no eval section and its `finish`
+        evaluates and registers it its own way.
+    load_model(spec, trainable=): (model, tokenizer) to train; None: the causal LM
+        (`rlvf.models.loader.load_policy`).
+    finish(ctx, trained, result): what follows training (ctx: the DataContext build_data got,
+        whose `state` carries what build_data kept back, e.g. held-out rows); None: the
+        policy's `rlvf.pipeline.finish.finish_training`.
     """
 
     title: str
@@ -64,6 +75,9 @@ class Training:
     health: Callable[[list[dict[str, float]]], list[str]] | None = None
     examples: Callable[[int], list[Any]] | None = None
     processes: bool = True
+    policy: bool = True
+    load_model: Callable[..., Any] | None = None
+    finish: Callable[[Any, Any, Any], None] | None = None
 
 
 @dataclass
@@ -106,13 +120,21 @@ class Method:
     def trains(self) -> bool:
         return self.training is not None
 
+    @property
+    def trains_policy(self) -> bool:
+        return self.training is not None and self.training.policy
+
     def sections(self) -> tuple[str, ...]:
-        used = (*self.uses, *LIFECYCLE_SECTIONS) if self.trains else self.uses
-        return tuple(dict.fromkeys(used))
+        lifecycle = ()
+        if self.trains:
+            lifecycle = tuple(
+                s for s in LIFECYCLE_SECTIONS if self.trains_policy or s not in POLICY_ONLY_SECTIONS
+            )
+        return tuple(dict.fromkeys((*self.uses, *lifecycle)))
 
     def all_fields(self) -> dict[str, Field]:
         """Keys this method adds to shared sections (its own section's keys not included)."""
-        return {**(LIFECYCLE_FIELDS if self.trains else {}), **self.fields}
+        return {**(LIFECYCLE_FIELDS if self.trains_policy else {}), **self.fields}
 
 
 _REGISTRY: dict[str, Method] = {}

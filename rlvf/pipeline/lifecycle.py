@@ -4,6 +4,10 @@
     -> build the data (the method) -> train (the method's trainer, `train_policy`)
     -> evaluate, compare, log the model, register (`finish_training`) -> clean up
 
+A method whose model is not a policy (a reward model: `Training.policy` False) skips the
+base's eval and finishes with its own `Training.finish` (its own evaluation, its own
+registered model).
+
 Inputs are checked before a run is opened where that is possible (a missing pairs file, a
 run id that does not exist), so a typo does not leave a run behind. Any failure after that
 ends the run FAILED (KILLED on Ctrl-C / SIGTERM) with the error recorded (`start_run`), and
@@ -15,7 +19,7 @@ from __future__ import annotations
 import shutil
 import time
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -28,12 +32,14 @@ from rlvf.pipeline.result import StageResult, log
 @dataclass
 class DataContext:
     """What a method's `build_data` gets: the config, the open run, the policy to start from
-    (None: the base) and what its `resolve` returned before the run opened."""
+    (None: the base) and what its `resolve` returned before the run opened. `state` is the
+    method's own: what build_data keeps for its `Training.finish` (e.g. held-out rows)."""
 
     cfg: Any
     run: Any
     init: PolicySource | None
     inputs: Any
+    state: dict[str, Any] = field(default_factory=dict)
 
     @property
     def policy_name(self) -> str:
@@ -65,15 +71,20 @@ def run_training(method: Any, cfg: Any) -> StageResult:
     with start_run(cfg, method.kind, parent_run_id=parent, base_revision=base_revision(cfg)) as run:
         res = StageResult(run.run_id, method.name, cfg.hash)
         ensure_base(cfg, run)
-        prefetch_base_eval(cfg)
-        rows = training.build_data(DataContext(cfg, run, init, inputs))
+        if training.policy:
+            prefetch_base_eval(cfg)
+        ctx = DataContext(cfg, run, init, inputs)
+        rows = training.build_data(ctx)
         res.n_examples = len(rows)
         out = output_dir(cfg, run.run_id)
         try:
             log(f"training {training.title} on {len(rows)} {training.noun}")
             trained = train_policy(method, cfg, rows, out, run=run, init_dir=init.directory if init else None)
             log(f"trained {trained.steps} steps in {trained.wall_s:.1f}s")
-            finish_training(cfg, run, trained, res)
+            if training.finish is not None:
+                training.finish(ctx, trained, res)
+            else:
+                finish_training(cfg, run, trained, res)
         finally:
             cleanup(out, cfg)
     res.seconds = time.perf_counter() - t0

@@ -18,11 +18,15 @@ from rlvf.tracking import schema
 from rlvf.tracking.runs import Run, base_model_tag
 
 PYFUNC_CODE = Path(__file__).with_name("pyfunc_model.py")
+REWARD_PYFUNC_CODE = Path(__file__).with_name("pyfunc_reward.py")
 
 
-def registered_model_name(base_policy: str) -> str:
-    """One registered model per base model: 'rlvf-<base>' with unusual characters as '-'."""
-    return "rlvf-" + re.sub(r"[^A-Za-z0-9_.-]+", "-", base_model_tag(base_policy)).strip("-")
+def registered_model_name(base_policy: str, kind: str = "") -> str:
+    """One registered model per base model: 'rlvf-<base>' with unusual characters as '-';
+    reward models get their own, 'rlvf-rm-<base>', so an alias never moves from a policy
+    to a reward model."""
+    prefix = f"rlvf-{kind}-" if kind else "rlvf-"
+    return prefix + re.sub(r"[^A-Za-z0-9_.-]+", "-", base_model_tag(base_policy)).strip("-")
 
 
 def log_policy_model(run: Run, policy_dir: Path, *, tags: Mapping[str, str] | None = None) -> str:
@@ -45,6 +49,26 @@ def log_policy_model(run: Run, policy_dir: Path, *, tags: Mapping[str, str] | No
         artifacts={"policy": str(policy_dir)},
         pip_requirements=[f"rlvf=={rlvf.__version__}"],
         signature=signature,
+        tags=dict(tags or {}),
+    )
+    run.model_id = info.model_id
+    return info.model_id
+
+
+def log_reward_model(run: Run, reward_dir: Path, *, tags: Mapping[str, str] | None = None) -> str:
+    """Log the reward model in `reward_dir` as the run's MLflow model `model/` (a pyfunc that
+    scores prompt/completion rows; its signature comes from `predict`'s type hints); returns
+    its model id."""
+    import mlflow.pyfunc
+
+    import rlvf
+    from rlvf.rewards.reward_model import ARTIFACT
+
+    info = mlflow.pyfunc.log_model(
+        name=schema.MODEL_ARTIFACT,
+        python_model=str(REWARD_PYFUNC_CODE),
+        artifacts={ARTIFACT: str(reward_dir)},
+        pip_requirements=[f"rlvf=={rlvf.__version__}"],
         tags=dict(tags or {}),
     )
     run.model_id = info.model_id

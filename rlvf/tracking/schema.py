@@ -29,12 +29,22 @@ A run is one entry-point call. Its layout:
       (TASK and METRIC as lm-eval names them, ',' replaced by '_').
     - training (additions): ``train/cost_usd`` when known; the report reads the loss curve
       from the step history of ``train/loss``.
+    - reward models (``rm`` runs, no ``eval/`` metrics): ``rm/heldout_accuracy``,
+      ``rm/heldout_margin``, ``rm/heldout_pairs``, ``rm/heldout_prompts`` (pairs of prompts
+      never trained on), ``rm/train_accuracy``, ``rm/train_margin``, ``rm/train_pairs``,
+      ``rm/train_prompts``; TRL's ``train/accuracy`` and ``train/margin`` (stepped).
+    - best-of-N (eval runs with ``eval.select``): ``eval/bon/{rm,random,oracle}_pass1``,
+      ``eval/bon/rm_gain``, ``eval/bon/n``; per suite S ``eval/bon/S/...`` with ``_std`` over
+      seeds and ``eval/bon/S/seed_X/...`` (artifact ``bon/S/selections.jsonl``).
 - artifacts:
     - ``config.yaml``: the full config.
     - ``eval/S/result.json``: an `rlvf.records.EvalResult` (per-task pass vectors per seed).
     - ``eval/S/outcomes.jsonl`` and ``eval/S/samples.jsonl``: per-sample records.
-    - ``data/pairs.jsonl`` (pairs runs), ``data/sft.jsonl`` (SFT data).
-    - ``model/``: the logged MLflow model (adapter, or full weights for the tiny model).
+    - ``data/pairs.jsonl`` (pairs runs), ``data/sft.jsonl`` (SFT data),
+      ``rm/heldout_pairs.jsonl`` (rm runs: the pairs held out of training).
+    - ``model/``: the logged MLflow model (adapter, or full weights for the tiny model; for
+      an rm run, the reward model with its score head, whose directory holds
+      ``rlvf_reward_model.json``).
 """
 
 from __future__ import annotations

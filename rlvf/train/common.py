@@ -180,7 +180,7 @@ def _train_policy(
     training = method.training
     spec = base_spec(cfg, init_dir)
     device = device_of(cfg)
-    model, tok = load_policy(spec, trainable=True)
+    model, tok = (training.load_model or load_policy)(spec, trainable=True)
     tok.padding_side = "right"  # training pads on the right; generation (left) reloads the tokenizer
     args = training.config_class()(**trainer_args(cfg, out / "trainer", device, training))
     callback = TrackingCallback(run, rename=training.rename, health=training.health, summary=summary)

@@ -17,7 +17,6 @@ weights, and the parent refuses a run whose ranks ended with different weights.
 
 from __future__ import annotations
 
-import json
 import os
 import pickle
 import socket
@@ -115,13 +114,10 @@ def train_in_processes(
         err = work / "error.txt"
         why = err.read_text().strip() if err.exists() else f"exit codes {codes}"
         raise RuntimeError(f"training in {world} processes failed: {why}")
-    result = json.loads((work / "result.json").read_text())
+    result = pickle.loads((work / "result.pkl").read_bytes())
     for r in range(1, world):
         if (work / f"weights-rank{r}.sha256").read_text() != result["weights_sha256"]:
             raise RuntimeError(f"training in {world} processes: the ranks ended with different weights")
-    from rlvf.models.policy import spec_from_dir
-
-    base = spec_from_dir(Path(result["policy_dir"]))
     history = result["history"]
     if run is not None:
         log_summary(
@@ -129,7 +125,7 @@ def train_in_processes(
         )
     return TrainResult(
         policy_dir=Path(result["policy_dir"]),
-        spec=base,
+        spec=result["spec"],
         steps=result["steps"],
         wall_s=result["wall_s"],
         n_examples=len(rows),
@@ -219,13 +215,14 @@ def _rank(work: Path, rank: int) -> int:
         return 0
     result = {
         "policy_dir": str(res.policy_dir),
+        "spec": res.spec,
         "steps": res.steps,
         "wall_s": res.wall_s,
         "history": res.history,
         "peak_mem_mb": peak_mem_mb(),
         "weights_sha256": digest,
     }
-    (work / "result.json").write_text(json.dumps(result))
+    (work / "result.pkl").write_bytes(pickle.dumps(result))
     return 0
 
 
