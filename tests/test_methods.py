@@ -77,7 +77,7 @@ def test_tables_follow_the_registry():
     from rlvf.pipeline.lifecycle import STAGES
 
     assert METHODS == names() == list(STAGES)
-    assert TRAINING_METHODS == [m.name for m in methods() if m.trains] == ["sft", "dpo", "grpo"]
+    assert TRAINING_METHODS == [m.name for m in methods() if m.trains] == ["sft", "dpo", "grpo", "ppo"]
     assert SECTIONS["dpo"] == ("dpo",)
     assert set(SECTIONS["train"]) == set(TRAINING_METHODS)
 
