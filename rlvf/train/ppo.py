@@ -68,7 +68,7 @@ class PPOSettings:
     target_kl: float | None = None
     kl_horizon: int = 10000
     gamma: float = 1.0
-    lam: float = 0.95
+    lam: float = 1.0
     whiten_advantages: bool = True
     cliprange: float = 0.2
     cliprange_value: float = 0.2
