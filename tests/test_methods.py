@@ -28,6 +28,9 @@ RECORDED = {
     "sft/small": ("264cd970", "9bcca7a4"),
     "dpo/small": ("d422872e", "9bcca7a4"),
     "eval/small": ("ecc9cc3f", "e731329c"),
+    # Methods added after the registry: recorded when they were added.
+    "ppo/default": ("b7055191", "7eb96749"),
+    "ppo/small": ("0162b424", "9bcca7a4"),
 }
 
 
