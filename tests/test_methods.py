@@ -29,7 +29,7 @@ RECORDED = {
     "dpo/small": ("d422872e", "9bcca7a4"),
     "eval/small": ("ecc9cc3f", "e731329c"),
     # Methods added after the registry: recorded when they were added.
-    "ppo/default": ("b7055191", "7eb96749"),
+    "ppo/default": ("bdacfef6", "7eb96749"),
     "ppo/small": ("0162b424", "9bcca7a4"),
 }
 

@@ -294,7 +294,6 @@ METHOD = Method(
         "init",
         "suite",
         "iterations",
-        "learning_rate",
         "reward",
         "kl_coef",
         "target_kl",
