@@ -18,7 +18,14 @@ a registered version) and adds what only a run needs:
 - a sandbox that cannot judge ends the run FAILED with one line, the rollouts so far kept.
 
 `ppo.learning_rate` / `ppo.iterations` override train.learning_rate / train.max_steps when set.
-Not measured on the embedded default yet (the lead runs the acceptance run).
+
+A reward model (`ppo.reward: rm:<ref>` or `verifier+rm:<ref>`) is loaded before the run opens
+through `rlvf.rewards.reward_model.load_reward_model(ref)` (the `rm` method's module), whose
+object's `.score(prompts, completions) -> list[float]` gets the task prompts and the cleaned
+completions (what the verifier ran); `rlvf.rewards.combine` says how it meets the verifier.
+
+Acceptance: `mlflow run . -e ppo --env-manager local -P set="ppo.reward=verifier"`; run on
+embedded:small (`-P recipe=small`) only so far, not yet measured on the embedded default.
 """
 
 from __future__ import annotations
