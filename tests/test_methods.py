@@ -40,6 +40,8 @@ RECORDED = {
     # recorded when the reward model (rm) was added
     "rm/default": ("74c206ba", "404dad3e"),
     "rm/small": ("a3bdbbf1", "7c7d19c7"),
+    "ppo/default": ("bdacfef6", "7eb96749"),
+    "ppo/small": ("0162b424", "9bcca7a4"),
 }
 
 
@@ -92,7 +94,7 @@ def test_tables_follow_the_registry():
     assert (
         TRAINING_METHODS
         == [m.name for m in methods() if m.trains]
-        == ["sft", "dpo", "grpo", "kto", "orpo", "rloo", "rm"]
+        == ["sft", "dpo", "grpo", "kto", "orpo", "rloo", "rm", "ppo"]
     )
     assert SECTIONS["dpo"] == ("dpo",)
     assert set(SECTIONS["train"]) == set(TRAINING_METHODS)

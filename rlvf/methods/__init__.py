@@ -30,6 +30,7 @@ REGISTERED = (
     "rlvf.methods.orpo",
     "rlvf.methods.rloo",
     "rlvf.methods.rm",
+    "rlvf.methods.ppo",
     "rlvf.methods.eval",
 )
 
