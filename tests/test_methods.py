@@ -20,28 +20,28 @@ ROOT = Path(__file__).resolve().parents[1]
 RECORDED = {
     "bootstrap/default": ("be534b41", "9bf02949"),
     "pairs/default": ("42decd09", "9bf02949"),
-    "sft/default": ("51172096", "7eb96749"),
-    "dpo/default": ("1c386b47", "7eb96749"),
+    "sft/default": ("0a2e12ba", "7eb96749"),
+    "dpo/default": ("72df127b", "7eb96749"),
     # eval's hash moved once on purpose: best-of-N added eval.select / eval.select_n (they
     # change an eval's numbers); its invariants did not move.
     "eval/default": ("798864a2", "772e193c"),
     "bootstrap/small": ("eec4098b", "bd1b4073"),
     "pairs/small": ("5edfac32", "bd1b4073"),
-    "sft/small": ("264cd970", "9bcca7a4"),
-    "dpo/small": ("d422872e", "9bcca7a4"),
+    "sft/small": ("e2f07279", "9bcca7a4"),
+    "dpo/small": ("cf7cba2d", "9bcca7a4"),
     # recorded when each method was added
-    "kto/default": ("1b253210", "7eb96749"),
-    "orpo/default": ("c1710275", "7eb96749"),
-    "kto/small": ("da418866", "9bcca7a4"),
-    "orpo/small": ("00de7f9f", "9bcca7a4"),
-    "rloo/default": ("65812518", "7eb96749"),
-    "rloo/small": ("b7efa414", "9bcca7a4"),
+    "kto/default": ("c6affbcb", "7eb96749"),
+    "orpo/default": ("23749ceb", "7eb96749"),
+    "kto/small": ("a46cda1d", "9bcca7a4"),
+    "orpo/small": ("dac35157", "9bcca7a4"),
+    "rloo/default": ("b9d19785", "7eb96749"),
+    "rloo/small": ("05f4e7ba", "9bcca7a4"),
     "eval/small": ("47607198", "e731329c"),
     # recorded when the reward model (rm) was added
-    "rm/default": ("74c206ba", "404dad3e"),
-    "rm/small": ("a3bdbbf1", "7c7d19c7"),
-    "ppo/default": ("bdacfef6", "7eb96749"),
-    "ppo/small": ("0162b424", "9bcca7a4"),
+    "rm/default": ("7731ef57", "404dad3e"),
+    "rm/small": ("980c5c7a", "7c7d19c7"),
+    "ppo/default": ("66b7a1e6", "7eb96749"),
+    "ppo/small": ("893ddf35", "9bcca7a4"),
 }
 
 
