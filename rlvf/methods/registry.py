@@ -47,6 +47,11 @@ class Training:
         diverging loss).
     examples(n): n training rows that need no model (from the procedural suite's reference
         and wrong solutions): every method's smoke test trains on them.
+    rounds(cfg): how many sample-train rounds cfg asks for (None or 1: one training run).
+        Past one, each round is a nested run that builds its data from the latest policy
+        (`build_data` with that policy as ctx.init), trains from it and evaluates it; the
+        parent registers the last (`rlvf.pipeline.rounds`).
+    keep_data(cfg): whether a round also trains on the earlier rounds' rows.
     """
 
     title: str
@@ -60,6 +65,8 @@ class Training:
     curves: tuple[str, ...] = ("train/loss",)
     health: Callable[[list[dict[str, float]]], list[str]] | None = None
     examples: Callable[[int], list[Any]] | None = None
+    rounds: Callable[[Any], int] | None = None
+    keep_data: Callable[[Any], bool] | None = None
 
 
 @dataclass

@@ -4,6 +4,9 @@
     -> build the data (the method) -> train (the method's trainer, `train_policy`)
     -> evaluate, compare, log the model, register (`finish_training`) -> clean up
 
+A method that asks for several rounds (`Training.rounds`) runs them as nested runs of the
+one run opened here (`rlvf.pipeline.rounds`).
+
 Inputs are checked before a run is opened where that is possible (a missing pairs file, a
 run id that does not exist), so a typo does not leave a run behind. Any failure after that
 ends the run FAILED (KILLED on Ctrl-C / SIGTERM) with the error recorded (`start_run`), and
@@ -62,20 +65,28 @@ def run_training(method: Any, cfg: Any) -> StageResult:
     init = resolve_init(cfg["model.init"])
     parent = inputs.parent_run_id or (init.run_id if init else None)
     t0 = time.perf_counter()
+    n_rounds = training.rounds(cfg) if training.rounds else 1
     with start_run(cfg, method.kind, parent_run_id=parent, base_revision=base_revision(cfg)) as run:
         res = StageResult(run.run_id, method.name, cfg.hash)
         ensure_base(cfg, run)
         prefetch_base_eval(cfg)
-        rows = training.build_data(DataContext(cfg, run, init, inputs))
-        res.n_examples = len(rows)
-        out = output_dir(cfg, run.run_id)
-        try:
-            log(f"training {training.title} on {len(rows)} {training.noun}")
-            trained = train_policy(method, cfg, rows, out, run=run, init_dir=init.directory if init else None)
-            log(f"trained {trained.steps} steps in {trained.wall_s:.1f}s")
-            finish_training(cfg, run, trained, res)
-        finally:
-            cleanup(out, cfg)
+        if n_rounds > 1:
+            from rlvf.pipeline.rounds import run_rounds
+
+            run_rounds(method, cfg, run, res, init=init, inputs=inputs, n_rounds=n_rounds)
+        else:
+            rows = training.build_data(DataContext(cfg, run, init, inputs))
+            res.n_examples = len(rows)
+            out = output_dir(cfg, run.run_id)
+            try:
+                log(f"training {training.title} on {len(rows)} {training.noun}")
+                trained = train_policy(
+                    method, cfg, rows, out, run=run, init_dir=init.directory if init else None
+                )
+                log(f"trained {trained.steps} steps in {trained.wall_s:.1f}s")
+                finish_training(cfg, run, trained, res)
+            finally:
+                cleanup(out, cfg)
     res.seconds = time.perf_counter() - t0
     return res
 

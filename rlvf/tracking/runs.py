@@ -353,8 +353,13 @@ def start_run(
     invariants: Mapping[str, Any] | None = None,
     base_revision: str | None = None,
     extra_tags: Mapping[str, Any] | None = None,
+    child_of: str | None = None,
 ) -> Iterator[Run]:
     """Open (or attach to) the run for one entry-point call of `cfg`; see the module doc.
+
+    `child_of`: open a new run nested under that run, which must be the active one (a round
+    of an iterative method); it never attaches to the run `mlflow run` created, which is
+    the parent's.
 
     On an exception the run ends FAILED (KILLED for Ctrl-C / SIGTERM) with `rlvf.error`
     holding the one-line error and, for unexpected errors, `error.txt` the traceback; the
@@ -368,10 +373,10 @@ def start_run(
     from rlvf.tracking.store import open_store, use_experiment
 
     open_store()
-    env_run = os.environ.get("MLFLOW_RUN_ID", "").strip()
+    env_run = "" if child_of else os.environ.get("MLFLOW_RUN_ID", "").strip()
     if env_run:
         get_run(env_run, "MLFLOW_RUN_ID")
-    elif cfg.get("tracking.experiment") and not os.environ.get("MLFLOW_EXPERIMENT_ID"):
+    elif cfg.get("tracking.experiment") and not os.environ.get("MLFLOW_EXPERIMENT_ID") and not child_of:
         use_experiment(cfg["tracking.experiment"])
     nested = mlflow.active_run() is not None and not env_run
     try:
@@ -379,6 +384,7 @@ def start_run(
             run_id=env_run or None,
             run_name=None if env_run else cfg.get("tracking.run_name"),
             nested=nested,
+            parent_run_id=child_of,
         )
     except MlflowException as e:
         raise UserError(f"could not start an MLflow run in {tracking_uri()}: {_one_line(e)}") from None
