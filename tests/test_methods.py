@@ -28,6 +28,9 @@ RECORDED = {
     "sft/small": ("264cd970", "9bcca7a4"),
     "dpo/small": ("d422872e", "9bcca7a4"),
     "eval/small": ("ecc9cc3f", "e731329c"),
+    # methods added later: recorded when they were added (the invariants are DPO's)
+    "online_dpo/default": ("48799ccd", "7eb96749"),
+    "online_dpo/small": ("6f41d01a", "9bcca7a4"),
 }
 
 
@@ -38,6 +41,19 @@ def test_config_hash_unchanged(which):
     method, recipe = which.split("/")
     cfg = load_config(method, recipe)
     assert (cfg.hash, cfg.invariants_hash) == RECORDED[which]
+
+
+def test_iterative_dpo_keys_at_their_defaults_keep_dpos_hash():
+    """dpo.rounds 1 and dpo.keep_pairs false are plain DPO: left out of config_hash, so the
+    hashes recorded before the keys existed still hold; any other value is another config."""
+    from rlvf.config import load_config
+
+    for recipe in ("default", "small"):
+        plain = load_config("dpo", recipe, ["dpo.rounds=1", "dpo.keep_pairs=false"])
+        assert plain["dpo.rounds"] == 1 and plain.hash == RECORDED[f"dpo/{recipe}"][0]
+        assert "dpo.rounds" not in plain.hashed() and "dpo.rounds" in plain.flat()
+        assert load_config("dpo", recipe, ["dpo.rounds=2"]).hash != plain.hash
+        assert load_config("dpo", recipe, ["dpo.keep_pairs=true"]).hash != plain.hash
 
 
 def _mlproject() -> dict:
@@ -77,7 +93,7 @@ def test_tables_follow_the_registry():
     from rlvf.pipeline.lifecycle import STAGES
 
     assert METHODS == names() == list(STAGES)
-    assert TRAINING_METHODS == [m.name for m in methods() if m.trains] == ["sft", "dpo", "grpo"]
+    assert TRAINING_METHODS == [m.name for m in methods() if m.trains] == ["sft", "dpo", "grpo", "online_dpo"]
     assert SECTIONS["dpo"] == ("dpo",)
     assert set(SECTIONS["train"]) == set(TRAINING_METHODS)
 

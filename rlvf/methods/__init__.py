@@ -26,6 +26,7 @@ REGISTERED = (
     "rlvf.methods.sft",
     "rlvf.methods.dpo",
     "rlvf.methods.grpo",
+    "rlvf.methods.online_dpo",
     "rlvf.methods.eval",
 )
 
