@@ -204,3 +204,25 @@ def test_online_dpo_run_reads_back_from_the_store(store):
     (version,) = client.search_model_versions()
     assert version.run_id == run_id and res.registered == (version.name, str(version.version))
     assert version.tags[schema.TAG_METHOD] == "online_dpo"
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [["online_dpo.loss_type=[ipo]"], ["online_dpo.loss_type=[sft]"], ["online_dpo.loss_weights=[1.0]"]],
+)
+def test_a_bad_loss_setting_is_refused_before_a_run_opens(store, bad):
+    from mlflow import MlflowClient
+
+    from rlvf.errors import UserError
+    from rlvf.pipeline.lifecycle import STAGES
+
+    client = MlflowClient()
+    before = {
+        r.info.run_id for e in client.search_experiments() for r in client.search_runs([e.experiment_id])
+    }
+    with pytest.raises(UserError, match="online_dpo: "):
+        STAGES["online_dpo"](load_config("online_dpo", "small", bad))
+    after = {
+        r.info.run_id for e in client.search_experiments() for r in client.search_runs([e.experiment_id])
+    }
+    assert after == before

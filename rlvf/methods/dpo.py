@@ -246,7 +246,13 @@ METHOD = Method(
         config_class=config_class,
         trainer_args=trainer_args,
         make_trainer=make_trainer,
-        curves=("train/loss", "train/rewards_margins", "train/rewards_accuracies"),
+        # rounds/...: iterative DPO's pass@1 per round (step = round), on the default eval suite
+        curves=(
+            "train/loss",
+            "train/rewards_margins",
+            "train/rewards_accuracies",
+            "rounds/procedural/pass_at_1",
+        ),
         health=health,
         examples=examples,
         rounds=lambda cfg: cfg["dpo.rounds"],

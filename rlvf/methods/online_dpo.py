@@ -25,7 +25,9 @@ from rlvf.records import Task
 
 SECTION: dict[str, Field] = {
     "num_generations": Field("int", "completions sampled per prompt each step (the group)", minimum=2),
-    "max_completion_length": Field("int", "most tokens per completion (code needs more than TRL's 64)", minimum=1),
+    "max_completion_length": Field(
+        "int", "most tokens per completion (code needs more than TRL's 64)", minimum=1
+    ),
     "temperature": Field("float", "sampling temperature of the policy's completions", minimum=0.0),
     "beta": Field("float", "DPO beta: strength of the pull towards the reference", minimum=0.0),
     "loss_type": Field("list[str]", "losses, combined: sigmoid (DPO) and optionally sft (NLL of the chosen)"),
