@@ -30,9 +30,11 @@ offline DPO on the tiny model (rlvf.methods.dpo). Every completion goes to the r
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import hashlib
 import itertools
+import math
 import random
 from collections import defaultdict
 from collections.abc import Sequence
@@ -430,21 +432,27 @@ def _make_trainer_class() -> type:
         def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
             if "loss" in logs and self._stats:
                 for k, values in self._stats.items():
-                    finite = [v for v in values if v == v]
-                    if finite:
-                        logs[k] = sum(finite) / len(finite)
+                    finite = [v for v in values if math.isfinite(v)]
+                    if finite:  # per-step means over the interval; running totals as they stand
+                        logs[k] = finite[-1] if k.endswith("_total") else sum(finite) / len(finite)
                 self._stats = defaultdict(list)
             super().log(logs, start_time)
 
         def train(self, *args: Any, **kwargs: Any):
+            """Train; the rollouts and pairs so far reach the run even when training fails
+            (a failure to write them then does not hide the training error)."""
+            done = False
             try:
-                return super().train(*args, **kwargs)
+                out = super().train(*args, **kwargs)
+                done = True
+                return out
             except InfraFailureError as e:
                 raise UserError(str(e)) from None
             finally:
-                if self.recorder is not None:
-                    self.recorder.close()
-                if self.run is not None and self.pairs:
-                    self.run.log_jsonl(PAIRS_ARTIFACT, [p.to_dict() for p in self.pairs])
+                with contextlib.nullcontext() if done else contextlib.suppress(Exception):
+                    if self.recorder is not None:
+                        self.recorder.close()
+                    if self.run is not None and self.pairs:
+                        self.run.log_jsonl(PAIRS_ARTIFACT, [p.to_dict() for p in self.pairs])
 
     return OnlineDPOTrainer
