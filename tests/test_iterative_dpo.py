@@ -94,3 +94,26 @@ def test_two_rounds_nested_runs_curve_and_one_version(store):
     (version,) = client.search_model_versions()
     assert version.run_id == res.run_id and res.registered == (version.name, str(version.version))
     assert version.tags[schema.TAG_METHOD] == "dpo"
+
+
+def test_a_round_under_mlflow_run_is_a_new_nested_run(store, monkeypatch):
+    """Under `mlflow run` (MLFLOW_RUN_ID set) the parent attaches to that run, and a round
+    opens a new run nested under it rather than attaching to it too."""
+    from mlflow import MlflowClient
+
+    from rlvf.pipeline.rounds import KIND_ROUND
+    from rlvf.tracking.runs import start_run
+
+    client = MlflowClient()
+    cfg = load_config("dpo", "small", ["dpo.rounds=2"])
+    made = client.create_run(client.get_experiment_by_name("Default").experiment_id).info.run_id
+    monkeypatch.setenv("MLFLOW_RUN_ID", made)
+    with start_run(cfg, "train") as parent:
+        assert parent.run_id == made
+        with start_run(cfg, KIND_ROUND, child_of=parent.run_id) as child:
+            assert child.run_id != made
+        assert os.environ["MLFLOW_RUN_ID"] == made
+    got = client.get_run(child.run_id)
+    assert got.data.tags["mlflow.parentRunId"] == made and got.info.status == "FINISHED"
+    assert got.data.tags[schema.TAG_KIND] == KIND_ROUND
+    assert client.get_run(made).info.status == "FINISHED"

@@ -379,6 +379,9 @@ def start_run(
     elif cfg.get("tracking.experiment") and not os.environ.get("MLFLOW_EXPERIMENT_ID") and not child_of:
         use_experiment(cfg["tracking.experiment"])
     nested = mlflow.active_run() is not None and not env_run
+    # MLflow attaches a run started without a run id to MLFLOW_RUN_ID (hidden for a child),
+    # and unsets it when any run ends (put back for the parent when a child ends).
+    hidden = os.environ.pop("MLFLOW_RUN_ID", None) if child_of else None
     try:
         active = mlflow.start_run(
             run_id=env_run or None,
@@ -388,6 +391,9 @@ def start_run(
         )
     except MlflowException as e:
         raise UserError(f"could not start an MLflow run in {tracking_uri()}: {_one_line(e)}") from None
+    finally:
+        if hidden is not None:
+            os.environ["MLFLOW_RUN_ID"] = hidden
     run = Run(active.info.run_id, client())
     print(
         f"[rlvf] {cfg.method} run {run.run_id} (recipe {getattr(cfg, 'recipe', '?')}, config_hash {cfg.hash}) "
@@ -438,6 +444,8 @@ def start_run(
                     mlflow.end_run(status)
                 else:
                     client().set_terminated(run.run_id, status)
+            if hidden is not None:
+                os.environ["MLFLOW_RUN_ID"] = hidden
             with contextlib.suppress(Exception):
                 mlflow.clear_active_model()
 
