@@ -107,6 +107,34 @@ def test_groups_must_fill_the_draw(judged):
         best_vs_worst([task.prompt, task.prompt], list(by_mode["binary"]), 2)
 
 
+def test_completion_logps_batched_equal_one_at_a_time(tiny_model):
+    """Right padding and the completion mask: a batch of uneven pairs scores each completion
+    as it scores alone, and only the completion's tokens count."""
+    import torch
+
+    from rlvf.train.online_dpo import completion_logps
+
+    model, tok = tiny_model
+    prompts = [
+        tok("def add(a, b):\n", add_special_tokens=False)["input_ids"],
+        tok("x = ", add_special_tokens=False)["input_ids"],
+    ]
+    comps = [
+        tok("    return a + b\n", add_special_tokens=False)["input_ids"] + [tok.eos_token_id],
+        [tok.eos_token_id],
+    ]
+    with torch.no_grad():
+        both, counts = completion_logps(model, prompts, comps, tok.pad_token_id)
+        alone = [
+            completion_logps(model, [p], [c], tok.pad_token_id)[0][0]
+            for p, c in zip(prompts, comps, strict=True)
+        ]
+        full = torch.log_softmax(model(torch.tensor([prompts[1] + comps[1]])).logits[0, -2].float(), -1)
+    assert counts.tolist() == [len(c) for c in comps]
+    assert torch.allclose(both, torch.stack(alone), atol=1e-4)
+    assert both[1].item() == pytest.approx(full[tok.eos_token_id].item(), abs=1e-4)
+
+
 # ------------------------------------------------------------------------- a run
 
 
