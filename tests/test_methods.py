@@ -30,7 +30,7 @@ RECORDED = {
     "eval/small": ("ecc9cc3f", "e731329c"),
     # methods added later: recorded when they were added (the invariants are DPO's)
     "online_dpo/default": ("4dc85f94", "7eb96749"),
-    "online_dpo/small": ("6f41d01a", "9bcca7a4"),
+    "online_dpo/small": ("6b21d41c", "9bcca7a4"),
 }
 
 
