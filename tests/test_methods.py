@@ -42,6 +42,8 @@ RECORDED = {
     "rm/small": ("980c5c7a", "7c7d19c7"),
     "ppo/default": ("66b7a1e6", "7eb96749"),
     "ppo/small": ("893ddf35", "9bcca7a4"),
+    "online_dpo/default": ("0bc600fb", "7eb96749"),
+    "online_dpo/small": ("feca6ca4", "9bcca7a4"),
 }
 
 
@@ -52,6 +54,19 @@ def test_config_hash_unchanged(which):
     method, recipe = which.split("/")
     cfg = load_config(method, recipe)
     assert (cfg.hash, cfg.invariants_hash) == RECORDED[which]
+
+
+def test_iterative_dpo_keys_at_their_defaults_keep_dpos_hash():
+    """dpo.rounds 1 and dpo.keep_pairs false are plain DPO: left out of config_hash, so the
+    hashes recorded before the keys existed still hold; any other value is another config."""
+    from rlvf.config import load_config
+
+    for recipe in ("default", "small"):
+        plain = load_config("dpo", recipe, ["dpo.rounds=1", "dpo.keep_pairs=false"])
+        assert plain["dpo.rounds"] == 1 and plain.hash == RECORDED[f"dpo/{recipe}"][0]
+        assert "dpo.rounds" not in plain.hashed() and "dpo.rounds" in plain.flat()
+        assert load_config("dpo", recipe, ["dpo.rounds=2"]).hash != plain.hash
+        assert load_config("dpo", recipe, ["dpo.keep_pairs=true"]).hash != plain.hash
 
 
 def _mlproject() -> dict:
@@ -94,7 +109,7 @@ def test_tables_follow_the_registry():
     assert (
         TRAINING_METHODS
         == [m.name for m in methods() if m.trains]
-        == ["sft", "dpo", "grpo", "kto", "orpo", "rloo", "rm", "ppo"]
+        == ["sft", "dpo", "grpo", "kto", "orpo", "rloo", "rm", "ppo", "online_dpo"]
     )
     assert SECTIONS["dpo"] == ("dpo",)
     assert set(SECTIONS["train"]) == set(TRAINING_METHODS)

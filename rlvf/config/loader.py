@@ -380,8 +380,12 @@ class Config:
 
     # identity
     def hashed(self) -> dict[str, Any]:
-        """The part of the config that can change results."""
-        return {k: v for k, v in self._flat.items() if FIELDS[k].hashed}
+        """The part of the config that can change results (less keys at a `hash_omits` value)."""
+        return {
+            k: v
+            for k, v in self._flat.items()
+            if FIELDS[k].hashed and not any(v == o and type(v) is type(o) for o in FIELDS[k].hash_omits)
+        }
 
     @property
     def hash(self) -> str:

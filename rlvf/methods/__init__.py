@@ -31,6 +31,7 @@ REGISTERED = (
     "rlvf.methods.rloo",
     "rlvf.methods.rm",
     "rlvf.methods.ppo",
+    "rlvf.methods.online_dpo",
     "rlvf.methods.eval",
 )
 

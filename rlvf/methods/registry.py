@@ -61,6 +61,11 @@ class Training:
     finish(ctx, trained, result): what follows training (ctx: the DataContext build_data got,
         whose `state` carries what build_data kept back, e.g. held-out rows); None: the
         policy's `rlvf.pipeline.finish.finish_training`.
+    rounds(cfg): how many sample-train rounds cfg asks for (None or 1: one training run).
+        Past one, each round is a nested run that builds its data from the latest policy
+        (`build_data` with that policy as ctx.init), trains from it and evaluates it; the
+        parent registers the last (`rlvf.pipeline.rounds`).
+    keep_data(cfg): whether a round also trains on the earlier rounds' rows.
     """
 
     title: str
@@ -78,6 +83,8 @@ class Training:
     policy: bool = True
     load_model: Callable[..., Any] | None = None
     finish: Callable[[Any, Any, Any], None] | None = None
+    rounds: Callable[[Any], int] | None = None
+    keep_data: Callable[[Any], bool] | None = None
 
 
 @dataclass

@@ -79,9 +79,14 @@ def compare_with_base(run: Any, evals: dict[str, Any], bases: dict[str, Any], me
     return lines
 
 
-def finish_training(cfg: Any, run: Any, trained: Any, result: StageResult) -> None:
+def finish_training(
+    cfg: Any, run: Any, trained: Any, result: StageResult, evals: dict[str, Any] | None = None
+) -> dict[str, Any]:
     """After training: log the model, evaluate (metrics attach to the model), record the base's
-    eval, then register a version and move the alias (last, so a version always has metrics)."""
+    eval, then register a version and move the alias (last, so a version always has metrics).
+
+    `evals`: the trained policy's evaluation when it was already run (the last round of an
+    iterative run evaluated the policy its parent registers); returns the evaluation."""
     from rlvf.evaluate import evaluate
     from rlvf.tracking.models import active_model, log_policy_model, register_policy, registered_model_name
 
@@ -99,17 +104,21 @@ def finish_training(cfg: Any, run: Any, trained: Any, result: StageResult) -> No
     t0 = time.perf_counter()
     bases: dict[str, Any] = {}
     with active_model(model_id):
-        evals = evaluate(
-            trained.spec,
-            eval_settings(cfg),
-            policy_name=label,
-            workers=cfg["verify.workers"],
-            progress=cfg["tracking.progress"],
-        )
+        fresh = evals is None
+        if evals is None:
+            evals = evaluate(
+                trained.spec,
+                eval_settings(cfg),
+                policy_name=label,
+                workers=cfg["verify.workers"],
+                progress=cfg["tracking.progress"],
+            )
         result.metrics.update(log_suite_evals(run, evals))
-        run.metrics({"time/eval_s": time.perf_counter() - t0})
+        if fresh:
+            run.metrics({"time/eval_s": time.perf_counter() - t0})
         run.flush()
-    log(f"evaluated the trained policy in {time.perf_counter() - t0:.1f}s")
+    if fresh:
+        log(f"evaluated the trained policy in {time.perf_counter() - t0:.1f}s")
     if cfg["eval.base"]:
         from rlvf.tracking.evallog import log_eval_result
 
@@ -143,3 +152,4 @@ def finish_training(cfg: Any, run: Any, trained: Any, result: StageResult) -> No
         result.registered = (name, str(version.version))
         alias = f" (alias '{cfg['registry.alias']}')" if cfg["registry.alias"] else ""
         result.summary.append(f"registered {name} version {version.version}{alias}")
+    return evals

@@ -6,7 +6,8 @@
 
 A method whose model is not a policy (a reward model: `Training.policy` False) skips the
 base's eval and finishes with its own `Training.finish` (its own evaluation, its own
-registered model).
+registered model). A method that asks for several rounds (`Training.rounds`) runs them as
+nested runs of the one run opened here (`rlvf.pipeline.rounds`).
 
 Inputs are checked before a run is opened where that is possible (a missing pairs file, a
 run id that does not exist), so a typo does not leave a run behind. Any failure after that
@@ -68,25 +69,33 @@ def run_training(method: Any, cfg: Any) -> StageResult:
     init = resolve_init(cfg["model.init"])
     parent = inputs.parent_run_id or (init.run_id if init else None)
     t0 = time.perf_counter()
+    n_rounds = training.rounds(cfg) if training.rounds else 1
     with start_run(cfg, method.kind, parent_run_id=parent, base_revision=base_revision(cfg)) as run:
         res = StageResult(run.run_id, method.name, cfg.hash)
         ensure_base(cfg, run)
         if training.policy:
             prefetch_base_eval(cfg)
-        ctx = DataContext(cfg, run, init, inputs)
-        rows = training.build_data(ctx)
-        res.n_examples = len(rows)
-        out = output_dir(cfg, run.run_id)
-        try:
-            log(f"training {training.title} on {len(rows)} {training.noun}")
-            trained = train_policy(method, cfg, rows, out, run=run, init_dir=init.directory if init else None)
-            log(f"trained {trained.steps} steps in {trained.wall_s:.1f}s")
-            if training.finish is not None:
-                training.finish(ctx, trained, res)
-            else:
-                finish_training(cfg, run, trained, res)
-        finally:
-            cleanup(out, cfg)
+        if n_rounds > 1:
+            from rlvf.pipeline.rounds import run_rounds
+
+            run_rounds(method, cfg, run, res, init=init, inputs=inputs, n_rounds=n_rounds)
+        else:
+            ctx = DataContext(cfg, run, init, inputs)
+            rows = training.build_data(ctx)
+            res.n_examples = len(rows)
+            out = output_dir(cfg, run.run_id)
+            try:
+                log(f"training {training.title} on {len(rows)} {training.noun}")
+                trained = train_policy(
+                    method, cfg, rows, out, run=run, init_dir=init.directory if init else None
+                )
+                log(f"trained {trained.steps} steps in {trained.wall_s:.1f}s")
+                if training.finish is not None:
+                    training.finish(ctx, trained, res)
+                else:
+                    finish_training(cfg, run, trained, res)
+            finally:
+                cleanup(out, cfg)
     res.seconds = time.perf_counter() - t0
     return res
 

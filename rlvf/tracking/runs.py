@@ -353,8 +353,13 @@ def start_run(
     invariants: Mapping[str, Any] | None = None,
     base_revision: str | None = None,
     extra_tags: Mapping[str, Any] | None = None,
+    child_of: str | None = None,
 ) -> Iterator[Run]:
     """Open (or attach to) the run for one entry-point call of `cfg`; see the module doc.
+
+    `child_of`: open a new run nested under that run, which must be the active one (a round
+    of an iterative method); it never attaches to the run `mlflow run` created, which is
+    the parent's.
 
     On an exception the run ends FAILED (KILLED for Ctrl-C / SIGTERM) with `rlvf.error`
     holding the one-line error and, for unexpected errors, `error.txt` the traceback; the
@@ -368,20 +373,27 @@ def start_run(
     from rlvf.tracking.store import open_store, use_experiment
 
     open_store()
-    env_run = os.environ.get("MLFLOW_RUN_ID", "").strip()
+    env_run = "" if child_of else os.environ.get("MLFLOW_RUN_ID", "").strip()
     if env_run:
         get_run(env_run, "MLFLOW_RUN_ID")
-    elif cfg.get("tracking.experiment") and not os.environ.get("MLFLOW_EXPERIMENT_ID"):
+    elif cfg.get("tracking.experiment") and not os.environ.get("MLFLOW_EXPERIMENT_ID") and not child_of:
         use_experiment(cfg["tracking.experiment"])
     nested = mlflow.active_run() is not None and not env_run
+    # MLflow attaches a run started without a run id to MLFLOW_RUN_ID (hidden for a child),
+    # and unsets it when any run ends (put back for the parent when a child ends).
+    hidden = os.environ.pop("MLFLOW_RUN_ID", None) if child_of else None
     try:
         active = mlflow.start_run(
             run_id=env_run or None,
             run_name=None if env_run else cfg.get("tracking.run_name"),
             nested=nested,
+            parent_run_id=child_of,
         )
     except MlflowException as e:
         raise UserError(f"could not start an MLflow run in {tracking_uri()}: {_one_line(e)}") from None
+    finally:
+        if hidden is not None:
+            os.environ["MLFLOW_RUN_ID"] = hidden
     run = Run(active.info.run_id, client())
     print(
         f"[rlvf] {cfg.method} run {run.run_id} (recipe {getattr(cfg, 'recipe', '?')}, config_hash {cfg.hash}) "
@@ -432,6 +444,8 @@ def start_run(
                     mlflow.end_run(status)
                 else:
                     client().set_terminated(run.run_id, status)
+            if hidden is not None:
+                os.environ["MLFLOW_RUN_ID"] = hidden
             with contextlib.suppress(Exception):
                 mlflow.clear_active_model()
 

@@ -50,8 +50,12 @@ A run is one entry-point call. Its layout:
 from __future__ import annotations
 
 TAG_PREFIX = "rlvf."
-TAG_METHOD = "rlvf.method"  # base | sft | dpo | grpo | ppo | rm | kto | orpo | eval | pairs | bootstrap
-TAG_KIND = "rlvf.kind"  # train | eval | pairs | bootstrap | imported
+TAG_METHOD = (
+    "rlvf.method"  # base | sft | dpo | grpo | online_dpo | ppo | rm | kto | orpo | eval | pairs | bootstrap
+)
+TAG_KIND = (
+    "rlvf.kind"  # train | eval | pairs | bootstrap | imported | round (a nested round of iterative DPO)
+)
 TAG_BASE_MODEL = "rlvf.base_model"  # hub id or "embedded:<config>"
 TAG_BASE_REVISION = "rlvf.base_revision"
 TAG_CONFIG_HASH = "rlvf.config_hash"
