@@ -34,6 +34,7 @@ SHARED_SHORTCUTS: dict[str, str] = {
     "run_name": "tracking.run_name",
     "label": "tracking.label",
     "alias": "registry.alias",
+    "resume": "tracking.resume",
 }
 
 

@@ -156,11 +156,14 @@ class Run:
         self.model_id: str | None = None  # the logged model metrics attach to, once there is one
         self.health: list[str] = []
         self.invariants_hash = ""
+        self.logged_steps: dict[str, int] = {}  # a resumed run's metrics: key -> last step it has
 
     # ---- metrics, buffered
     def metric(self, key: str, value: float, step: int = 0, timestamp_ms: int | None = None) -> None:
         from mlflow.entities import Metric
 
+        if step <= self.logged_steps.get(key, -1):
+            return  # a resumed run already has it (the steps since the checkpoint are redone)
         ts = timestamp_ms if timestamp_ms is not None else int(time.time() * 1000)
         with self._lock:
             self._metrics.append(Metric(key, float(value), ts, int(step), model_id=self.model_id))
@@ -353,12 +356,14 @@ def start_run(
     invariants: Mapping[str, Any] | None = None,
     base_revision: str | None = None,
     extra_tags: Mapping[str, Any] | None = None,
+    resume: str | None = None,
 ) -> Iterator[Run]:
     """Open (or attach to) the run for one entry-point call of `cfg`; see the module doc.
 
     On an exception the run ends FAILED (KILLED for Ctrl-C / SIGTERM) with `rlvf.error`
     holding the one-line error and, for unexpected errors, `error.txt` the traceback; the
-    exception propagates.
+    exception propagates. `resume`: reopen that ended run instead (checked by
+    `rlvf.pipeline.resume`): params it has are kept, metrics at steps it has are not re-sent.
     """
     _quiet_mlflow()
     import mlflow
@@ -369,20 +374,28 @@ def start_run(
 
     open_store()
     env_run = os.environ.get("MLFLOW_RUN_ID", "").strip()
-    if env_run:
+    if resume:
+        if env_run and env_run != resume:  # `mlflow run -P tracking.resume=...` made one for nothing
+            liveness.discard_unopened_env_run(f"replaced by the resumed run {resume}")
+            env_run = ""
+        _reopen(resume)
+    elif env_run:
         get_run(env_run, "MLFLOW_RUN_ID")
     elif cfg.get("tracking.experiment") and not os.environ.get("MLFLOW_EXPERIMENT_ID"):
         use_experiment(cfg["tracking.experiment"])
-    nested = mlflow.active_run() is not None and not env_run
+    nested = mlflow.active_run() is not None and not env_run and not resume
     try:
         active = mlflow.start_run(
-            run_id=env_run or None,
-            run_name=None if env_run else cfg.get("tracking.run_name"),
+            run_id=resume or env_run or None,
+            run_name=None if env_run or resume else cfg.get("tracking.run_name"),
             nested=nested,
         )
     except MlflowException as e:
         raise UserError(f"could not start an MLflow run in {tracking_uri()}: {_one_line(e)}") from None
     run = Run(active.info.run_id, client())
+    recorded = client().get_run(resume) if resume else None
+    if recorded is not None:
+        run.logged_steps = {m.key: m.step for m in recorded.data._metric_objs}
     print(
         f"[rlvf] {cfg.method} run {run.run_id} (recipe {getattr(cfg, 'recipe', '?')}, config_hash {cfg.hash}) "
         f"in {tracking_uri()}",
@@ -392,7 +405,10 @@ def start_run(
     status = "FINISHED"
     with _Signals() as signals:
         try:
-            run.params(config_params(cfg))
+            params = config_params(cfg)
+            if recorded is not None:  # MLflow refuses a changed param; the hashed ones are equal
+                params = {k: v for k, v in params.items() if k not in recorded.data.params}
+            run.params(params)
             tags = run_tags(
                 cfg,
                 kind,
@@ -405,7 +421,8 @@ def start_run(
             tags[liveness.TAG_PROC] = liveness.proc_tag()
             run.tags(tags)
             run.invariants_hash = tags[schema.TAG_INVARIANTS_HASH]
-            run.log_text(schema.CONFIG_ARTIFACT, cfg.to_yaml())
+            if recorded is None:
+                run.log_text(schema.CONFIG_ARTIFACT, cfg.to_yaml())
             yield run
             signals.shield()
             run.flush()
@@ -434,6 +451,18 @@ def start_run(
                     client().set_terminated(run.run_id, status)
             with contextlib.suppress(Exception):
                 mlflow.clear_active_model()
+
+
+def _reopen(run_id: str) -> None:
+    """Before an ended run is RUNNING again: name this process as its owner (so no sweep takes
+    it for abandoned) and drop the error and status of its last end."""
+    from rlvf.tracking import liveness
+
+    c = client()
+    c.set_tag(run_id, liveness.TAG_PROC, liveness.proc_tag())
+    for key in (TAG_ERROR, liveness.TAG_STATUS, "mlflow.note.content"):
+        with contextlib.suppress(Exception):
+            c.delete_tag(run_id, key)
 
 
 def _record_error(run: Run, message: str, trace: str | None) -> None:
