@@ -47,13 +47,17 @@ class DataContext:
         return load_policy(policy_spec(self.cfg, self.init)) if self.init else None
 
 
-def cleanup(out: Path, cfg: Any, run_id: str, finished: bool) -> None:
-    """Remove the run's folder unless the user chose where it goes, or the run did not finish
-    and has a checkpoint to resume from (then say how)."""
+def cleanup(out: Path, cfg: Any, run: Any, finished: bool) -> None:
+    """Remove the run's folder unless the user chose where it goes, it holds the run's spool
+    (its tracking server went away), or the run did not finish and has a checkpoint to
+    resume from (then say how)."""
+    from rlvf.tracking.spool import spooled
     from rlvf.train.common import last_checkpoint
 
+    if spooled(run):
+        return
     if not finished and last_checkpoint(out / "trainer"):
-        log(f"checkpoints kept in {out}: continue with the same command and --resume {run_id}")
+        log(f"checkpoints kept in {out}: continue with the same command and --resume {run.run_id}")
     elif not cfg["tracking.output_dir"]:
         shutil.rmtree(out, ignore_errors=True)
 
@@ -95,7 +99,7 @@ def run_training(method: Any, cfg: Any) -> StageResult:
             finish_training(cfg, run, trained, res)
             finished = True
         finally:
-            cleanup(out, cfg, run.run_id, finished)
+            cleanup(out, cfg, run, finished)
     res.seconds = time.perf_counter() - t0
     return res
 

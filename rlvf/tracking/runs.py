@@ -33,10 +33,18 @@ from typing import Any
 from rlvf.errors import UserError
 from rlvf.records import RecordError, write_jsonl
 from rlvf.tracking import schema
+from rlvf.tracking.spool import spooled
 
 TAG_ERROR = "rlvf.error"  # the one-line error of a FAILED / KILLED run
 MAX_TAG_CHARS = 5000
 MAX_PARAM_CHARS = 6000
+
+
+class RunSpooled(UserError):
+    """The run ended while its tracking server was unreachable: it is kept in a spool on disk
+    (`rlvf.tracking.spool`) for `rlvf upload`. Exit status 75 (EX_TEMPFAIL): try again later."""
+
+    code = 75
 
 
 class RunKilled(BaseException):
@@ -58,6 +66,9 @@ def _quiet_mlflow() -> None:
     import logging
 
     logging.getLogger("mlflow.tracking.fluent").setLevel(logging.WARNING)  # "Active model is set ..."
+    from rlvf.tracking.spool import bound_http_retries
+
+    bound_http_retries()
 
 
 def tracking_uri() -> str:
@@ -392,7 +403,13 @@ def start_run(
         )
     except MlflowException as e:
         raise UserError(f"could not start an MLflow run in {tracking_uri()}: {_one_line(e)}") from None
-    run = Run(active.info.run_id, client())
+    from rlvf.tracking.spool import ResilientClient, run_folder
+
+    rid = active.info.run_id
+    outage_s = float(cfg.get("tracking.outage_s") or 60.0)
+    run = Run(
+        rid, ResilientClient(client(), rid, tracking_uri(), outage_s, lambda: run_folder(cfg, rid) / "spool")
+    )
     recorded = client().get_run(resume) if resume else None
     if recorded is not None:
         run.logged_steps = {m.key: m.step for m in recorded.data._metric_objs}
@@ -442,15 +459,23 @@ def start_run(
                 run.close()
             with contextlib.suppress(Exception):  # what `mlflow run` may overwrite; see liveness
                 run.client.set_tag(run.run_id, liveness.TAG_STATUS, status)
-                if env_run and status != "FINISHED":
+                if env_run and status != "FINISHED" and not spooled(run):
                     liveness.restore_after_wrapper(run.run_id, status)
+            if spooled(run):  # the end goes into the spool too; `rlvf upload` records it
+                run.client.set_terminated(run.run_id, status)
             with contextlib.suppress(Exception):
                 if mlflow.active_run() is not None and mlflow.active_run().info.run_id == run.run_id:
                     mlflow.end_run(status)
                 else:
-                    client().set_terminated(run.run_id, status)
+                    run.client.set_terminated(run.run_id, status)
             with contextlib.suppress(Exception):
                 mlflow.clear_active_model()
+    spool = spooled(run)
+    if spool is not None:
+        raise RunSpooled(
+            f"tracking server {tracking_uri()} was unreachable: run {run.run_id} is kept in "
+            f"{spool.root}; when the server is back: rlvf upload {spool.root}"
+        )
 
 
 def _reopen(run_id: str) -> None:

@@ -70,10 +70,9 @@ def output_dir(cfg: Any, run_id: str | None) -> Path:
     default under $RLVF_HOME/runs. Stable per run, so `--resume RUN_ID` finds it after a crash."""
     if run_id is None:
         return Path(tempfile.mkdtemp(prefix=f"rlvf-{cfg.method}-"))
-    from rlvf.models.bootstrap import rlvf_home
+    from rlvf.tracking.spool import run_folder
 
-    root = cfg.get("tracking.output_dir")
-    p = (Path(root).expanduser() if root else rlvf_home() / "runs") / run_id
+    p = run_folder(cfg, run_id)
     p.mkdir(parents=True, exist_ok=True)
     return p
 
