@@ -463,6 +463,12 @@ def start_run(
                     liveness.restore_after_wrapper(run.run_id, status)
             if spooled(run):  # the end goes into the spool too; `rlvf upload` records it
                 run.client.set_terminated(run.run_id, status)
+                if status != "FINISHED":  # the error follows; the run waits on disk all the same
+                    where = spooled(run).root
+                    print(
+                        f"[rlvf] run {run.run_id} ({status}) is kept in {where}: rlvf upload {where}",
+                        file=sys.stderr,
+                    )
             with contextlib.suppress(Exception):
                 if mlflow.active_run() is not None and mlflow.active_run().info.run_id == run.run_id:
                     mlflow.end_run(status)
