@@ -109,6 +109,13 @@ SHARED: dict[str, Any] = {
             minimum=1,
         ),
         "logging_steps": F("int", "optimizer steps between logged training metrics", minimum=1, hashed=False),
+        "save_steps": F(
+            "int",
+            "optimizer steps between checkpoints (what --resume continues from; 0: none)",
+            minimum=0,
+            hashed=False,
+        ),
+        "save_total_limit": F("int", "checkpoints kept (the newest)", minimum=1, hashed=False),
     },
     "eval": {
         "suites": F(
@@ -162,9 +169,19 @@ SHARED: dict[str, Any] = {
         "label": F("str", "short name for results tables (rlvf.label tag)", nullable=True, hashed=False),
         "log_model": F("bool", "log the trained policy as an MLflow model", hashed=False),
         "output_dir": F(
-            "str", "where checkpoints and local files go (default: a temp dir)", nullable=True, hashed=False
+            "str",
+            "where checkpoints and local files go, one folder per run (default: $RLVF_HOME/runs)",
+            nullable=True,
+            hashed=False,
         ),
         "progress": F("bool", "show progress bars", hashed=False),
+        "outage_s": F(
+            "float",
+            "seconds a tracking server may stay unreachable before the run is kept on disk "
+            "(a spool: `rlvf upload` sends it later) and training goes on",
+            minimum=0.0,
+            hashed=False,
+        ),
     },
 }
 

@@ -28,6 +28,12 @@ POLICY_ONLY_SECTIONS = ("eval",)
 # Keys the lifecycle adds for every training method.
 LIFECYCLE_FIELDS: dict[str, Field] = {
     "eval.base": Field("bool", "also record the base policy's eval for the same settings (cached)"),
+    "tracking.resume": Field(
+        "str",
+        "continue this run id from its last checkpoint (same config_hash; rlvf.pipeline.resume)",
+        nullable=True,
+        hashed=False,
+    ),
 }
 
 

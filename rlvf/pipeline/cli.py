@@ -34,6 +34,7 @@ SHARED_SHORTCUTS: dict[str, str] = {
     "run_name": "tracking.run_name",
     "label": "tracking.label",
     "alias": "registry.alias",
+    "resume": "tracking.resume",
 }
 
 
@@ -121,8 +122,10 @@ def guarded(fn: Callable[[], Any]) -> int:
     try:
         fn()
     except (UserError, RecordError) as e:
-        discard_unopened_env_run(str(e))
-        return _fail(str(e), 2)
+        code = getattr(e, "code", 2)  # 75: the run waits in a spool (rlvf.tracking.spool)
+        if code == 2:
+            discard_unopened_env_run(str(e))
+        return _fail(str(e), code)
     except OSError as e:
         if not disk_full(e):
             raise

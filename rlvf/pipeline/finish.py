@@ -135,7 +135,8 @@ def finish_training(
             p = pass1(result.metrics, suite, schema.EVAL_PREFIX)
             if p is not None:
                 result.summary.append(f"{suite} pass@1 {p[0]:.3f} ± {p[1]:.3f} ({ev.result.policy})")
-    if model_id and cfg["registry.register"]:
+    spooled = getattr(run.client, "spool", None) is not None  # the server is away: all waits for upload
+    if cfg["tracking.log_model"] and (model_id or spooled) and cfg["registry.register"]:
         name = cfg["registry.name"] or registered_model_name(cfg["model.policy"])
         tags = {
             schema.TAG_METHOD: cfg.method,
@@ -149,6 +150,9 @@ def finish_training(
             if p is not None:
                 tags[f"rlvf.pass_at_1.{schema.suite_key(suite)}"] = f"{p[0]:.4f}"
         version = register_policy(run, model_id, name=name, alias=cfg["registry.alias"], tags=tags)
+        if version is None:
+            result.summary.append(f"registration of {name} waits in the spool (rlvf upload)")
+            return
         result.registered = (name, str(version.version))
         alias = f" (alias '{cfg['registry.alias']}')" if cfg["registry.alias"] else ""
         result.summary.append(f"registered {name} version {version.version}{alias}")

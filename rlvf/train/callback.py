@@ -86,6 +86,8 @@ class TrackingCallback(TrainerCallback):
             for k, v in row.items():
                 if math.isfinite(v):
                     self.run.metric(k, v, step=state.global_step)
+            if control.should_save:  # in the store before the checkpoint a resume starts after
+                self.run.flush()
 
     def on_train_end(self, args, state, control, **kwargs):
         self.wall_s = time.perf_counter() - self.t0

@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import os
+import shutil
 import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -65,12 +66,32 @@ def lora_spec(cfg: Any):
 
 
 def output_dir(cfg: Any, run_id: str | None) -> Path:
-    root = cfg.get("tracking.output_dir")
-    if root:
-        p = Path(root).expanduser() / (run_id or "local")
-        p.mkdir(parents=True, exist_ok=True)
-        return p
-    return Path(tempfile.mkdtemp(prefix=f"rlvf-{cfg.method}-"))
+    """The run's own folder (checkpoints, the trained policy): tracking.output_dir/<run id>, by
+    default under $RLVF_HOME/runs. Stable per run, so `--resume RUN_ID` finds it after a crash."""
+    if run_id is None:
+        return Path(tempfile.mkdtemp(prefix=f"rlvf-{cfg.method}-"))
+    from rlvf.tracking.spool import run_folder
+
+    p = run_folder(cfg, run_id)
+    p.mkdir(parents=True, exist_ok=True)
+    return p
+
+
+def last_checkpoint(trainer_dir: Path) -> Path | None:
+    """The newest complete TRL/transformers checkpoint under `trainer_dir` (None: none).
+
+    transformers writes `trainer_state.json` last, so a checkpoint without it was cut short
+    by the crash; such folders are removed (the trainer writes that step again)."""
+    best: tuple[int, Path] | None = None
+    for d in Path(trainer_dir).glob("checkpoint-*"):
+        step = d.name.removeprefix("checkpoint-")
+        if not (d.is_dir() and step.isdigit()):
+            continue
+        if not (d / "trainer_state.json").is_file():
+            shutil.rmtree(d, ignore_errors=True)
+        elif best is None or int(step) > best[0]:
+            best = (int(step), d)
+    return best[1] if best else None
 
 
 def shared_trainer_args(cfg: Any, out: Path, device: str) -> dict[str, Any]:
@@ -97,7 +118,10 @@ def shared_trainer_args(cfg: Any, out: Path, device: str) -> dict[str, Any]:
         seed=cfg["seed"],
         data_seed=cfg["seed"],
         report_to=[],
-        save_strategy="no",
+        # checkpoints (optimizer and RNG state too) are what `--resume` continues from
+        save_strategy="steps" if cfg.get("train.save_steps") else "no",
+        save_steps=cfg.get("train.save_steps") or 500,
+        save_total_limit=cfg.get("train.save_total_limit") or 2,
         bf16=bf16,
         fp16=False,
         use_cpu=not cuda,
@@ -194,7 +218,7 @@ def _train_policy(
         callbacks=[callback, *extra_callbacks],
     )
     quiet_progress(trainer, show=bool(cfg["tracking.progress"]))
-    trainer.train()
+    trainer.train(resume_from_checkpoint=_resume_from(out / "trainer"))
     policy = save_policy(trainer, tok, out / "policy", cfg, spec) if save else None
     tok.padding_side = "left"
     result = TrainResult(
@@ -206,6 +230,12 @@ def _train_policy(
         history=callback.history,
     )
     return result, (trainer.model if keep_model else None)
+
+
+def _resume_from(trainer_dir: Path) -> str | None:
+    """The checkpoint a resumed run continues from; a new run's folder has none."""
+    ckpt = last_checkpoint(trainer_dir) if trainer_dir.is_dir() else None
+    return str(ckpt) if ckpt else None
 
 
 @contextlib.contextmanager
