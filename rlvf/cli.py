@@ -19,7 +19,7 @@ class _Group(click.Group):
             return super().invoke(ctx)
         except (UserError, RecordError) as e:
             click.echo(f"error: {e}", err=True)
-            sys.exit(2)
+            sys.exit(getattr(e, "code", 2))  # 75: kept on disk for later (rlvf.tracking.spool)
         except OSError as e:
             if not disk_full(e):
                 raise
@@ -61,6 +61,7 @@ def _register() -> None:
     main.add_command(importlib.import_module("rlvf.report.cli").import_results_cmd)
     main.add_command(importlib.import_module("rlvf.report.cli").export_cmd)
     main.add_command(importlib.import_module("rlvf.report.cli").compare_cmd)
+    main.add_command(importlib.import_module("rlvf.tracking.cli").upload_cmd)
     # One command per registered method (rlvf.methods), unless an area already has one by that
     # name (`rlvf bootstrap` is the models' own).
     for cmd in importlib.import_module("rlvf.pipeline.cli").commands():

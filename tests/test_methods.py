@@ -20,23 +20,44 @@ ROOT = Path(__file__).resolve().parents[1]
 RECORDED = {
     "bootstrap/default": ("be534b41", "9bf02949"),
     "pairs/default": ("42decd09", "9bf02949"),
-    "sft/default": ("51172096", "7eb96749"),
-    "dpo/default": ("1c386b47", "7eb96749"),
-    "eval/default": ("f3d79f68", "772e193c"),
+    "sft/default": ("0a2e12ba", "7eb96749"),
+    "dpo/default": ("72df127b", "7eb96749"),
+    # eval's hash moved once on purpose: best-of-N added eval.select / eval.select_n (they
+    # change an eval's numbers); its invariants did not move.
+    "eval/default": ("798864a2", "772e193c"),
     "bootstrap/small": ("eec4098b", "bd1b4073"),
     "pairs/small": ("5edfac32", "bd1b4073"),
-    "sft/small": ("264cd970", "9bcca7a4"),
-    "dpo/small": ("d422872e", "9bcca7a4"),
-    "eval/small": ("ecc9cc3f", "e731329c"),
+    "sft/small": ("e2f07279", "9bcca7a4"),
+    "dpo/small": ("cf7cba2d", "9bcca7a4"),
+    # recorded when each method was added
+    "kto/default": ("c6affbcb", "7eb96749"),
+    "orpo/default": ("23749ceb", "7eb96749"),
+    "kto/small": ("a46cda1d", "9bcca7a4"),
+    "orpo/small": ("dac35157", "9bcca7a4"),
+    "rloo/default": ("b9d19785", "7eb96749"),
+    "rloo/small": ("05f4e7ba", "9bcca7a4"),
+    "eval/small": ("47607198", "e731329c"),
+    # recorded when the reward model (rm) was added
+    "rm/default": ("7731ef57", "404dad3e"),
+    "rm/small": ("980c5c7a", "7c7d19c7"),
+    "ppo/default": ("66b7a1e6", "7eb96749"),
+    "ppo/small": ("893ddf35", "9bcca7a4"),
+    "online_dpo/default": ("0bc600fb", "7eb96749"),
+    "online_dpo/small": ("feca6ca4", "9bcca7a4"),
 }
 
 
 # The default recipe runs lm-eval's local tasks (rlvf.evaluate.lmeval): these are its hashes.
 # With lm-eval off (eval.lm_eval.tasks=[]), every config keeps its RECORDED hashes above.
 RECORDED_LM_EVAL = {
-    "sft/default": ("a77a8895", "5adff195"),
-    "dpo/default": ("03550ba2", "5adff195"),
-    "eval/default": ("0da6cc6c", "4ff2dda1"),
+    "sft/default": ("fff5df27", "5adff195"),
+    "dpo/default": ("bc27c63d", "5adff195"),
+    "eval/default": ("1e366761", "4ff2dda1"),
+    "kto/default": ("48099aca", "5adff195"),
+    "orpo/default": ("d5ea4172", "5adff195"),
+    "rloo/default": ("55331c06", "5adff195"),
+    "ppo/default": ("93658fe1", "5adff195"),
+    "online_dpo/default": ("b46fa940", "5adff195"),
 }
 
 
@@ -51,6 +72,20 @@ def test_config_hash_unchanged(which):
     assert (cfg.hash, cfg.invariants_hash) == RECORDED[which]
     cfg = load_config(method, recipe)
     assert (cfg.hash, cfg.invariants_hash) == RECORDED_LM_EVAL.get(which, RECORDED[which])
+
+
+def test_iterative_dpo_keys_at_their_defaults_keep_dpos_hash():
+    """dpo.rounds 1 and dpo.keep_pairs false are plain DPO: left out of config_hash, so the
+    hashes recorded before the keys existed still hold; any other value is another config."""
+    from rlvf.config import load_config
+
+    for recipe in ("default", "small"):
+        plain = load_config("dpo", recipe, ["dpo.rounds=1", "dpo.keep_pairs=false"])
+        recorded = RECORDED_LM_EVAL.get(f"dpo/{recipe}", RECORDED[f"dpo/{recipe}"])
+        assert plain["dpo.rounds"] == 1 and plain.hash == recorded[0]
+        assert "dpo.rounds" not in plain.hashed() and "dpo.rounds" in plain.flat()
+        assert load_config("dpo", recipe, ["dpo.rounds=2"]).hash != plain.hash
+        assert load_config("dpo", recipe, ["dpo.keep_pairs=true"]).hash != plain.hash
 
 
 def _mlproject() -> dict:
@@ -90,7 +125,11 @@ def test_tables_follow_the_registry():
     from rlvf.pipeline.lifecycle import STAGES
 
     assert METHODS == names() == list(STAGES)
-    assert TRAINING_METHODS == [m.name for m in methods() if m.trains] == ["sft", "dpo", "grpo"]
+    assert (
+        TRAINING_METHODS
+        == [m.name for m in methods() if m.trains]
+        == ["sft", "dpo", "grpo", "kto", "orpo", "rloo", "rm", "ppo", "online_dpo"]
+    )
     assert SECTIONS["dpo"] == ("dpo",)
     assert set(SECTIONS["train"]) == set(TRAINING_METHODS)
 

@@ -127,9 +127,10 @@ def test_two_steps_change_every_trainable_parameter_and_reload(name, tmp_path, t
     assert watch.before and set(watch.before) == set(watch.after)
     unchanged = [n for n in watch.before if torch.equal(watch.before[n], watch.after[n])]
     assert not unchanged, f"{name}: parameters not updated: {unchanged[:5]}"
-    # save + reload: the policy directory loads back with the trained weights
+    # save + reload: the policy directory loads back with the trained weights (through the
+    # method's own loader: a reward model has a score head, not a language-model head)
     assert (res.policy_dir / POLICY_FILE).exists()
-    model, _ = load_policy(spec_from_dir(res.policy_dir, device="cpu"))
+    model, _ = (method.training.load_model or load_policy)(spec_from_dir(res.policy_dir, device="cpu"))
     reloaded = dict(model.named_parameters())
     for n, p in watch.after.items():
         assert torch.allclose(reloaded[n].float(), p.float()), n

@@ -13,6 +13,9 @@ class Field:
 
     type: "int", "float", "str", "bool", "list[str]", "list[int]", "list[float]".
     hashed: False for what cannot change results (paths, names, logging, workers).
+    hash_omits: values at which the key is left out of `config_hash`: a key added after
+        runs were recorded, whose default reproduces them (e.g. `dpo.rounds: 1`), keeps
+        those runs' hashes.
     invariant: the name this key has in the fairness invariants, if it is one.
     methods: restricts the key to some methods inside its section (None: the section's);
         derived from the method registry for keys a method adds to a shared section.
@@ -25,5 +28,6 @@ class Field:
     minimum: float | None = None
     maximum: float | None = None
     hashed: bool = True
+    hash_omits: tuple[Any, ...] = ()
     invariant: str | None = None
     methods: tuple[str, ...] | None = None

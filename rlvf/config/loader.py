@@ -385,8 +385,15 @@ class Config:
         return key.startswith("eval.lm_eval.") and not self._flat.get("eval.lm_eval.tasks")
 
     def hashed(self) -> dict[str, Any]:
-        """The part of the config that can change results."""
-        return {k: v for k, v in self._flat.items() if FIELDS[k].hashed and not self._inert(k)}
+        """The part of the config that can change results (less keys at a `hash_omits` value,
+        and lm-eval's settings while it runs no task)."""
+        return {
+            k: v
+            for k, v in self._flat.items()
+            if FIELDS[k].hashed
+            and not self._inert(k)
+            and not any(v == o and type(v) is type(o) for o in FIELDS[k].hash_omits)
+        }
 
     @property
     def hash(self) -> str:

@@ -98,11 +98,24 @@ SHARED: dict[str, Any] = {
         ),
         "warmup_ratio": F("float", "fraction of steps warming up", minimum=0.0, maximum=1.0),
         "weight_decay": F("float", "AdamW weight decay", minimum=0.0),
-        "batch_size": F("int", "examples per device step", minimum=1),
+        "batch_size": F("int", "examples per step, over all training processes", minimum=1),
         "grad_accum": F("int", "steps accumulated per optimizer step", minimum=1),
         "max_length": F("int", "longest prompt+completion in tokens", minimum=8),
         "gradient_checkpointing": F("bool", "recompute activations to save memory (slower)"),
+        "processes": F(
+            "int",
+            "CPU training processes (gloo data parallel, global batch unchanged); "
+            "methods that sample inside the loop (grpo) train in one",
+            minimum=1,
+        ),
         "logging_steps": F("int", "optimizer steps between logged training metrics", minimum=1, hashed=False),
+        "save_steps": F(
+            "int",
+            "optimizer steps between checkpoints (what --resume continues from; 0: none)",
+            minimum=0,
+            hashed=False,
+        ),
+        "save_total_limit": F("int", "checkpoints kept (the newest)", minimum=1, hashed=False),
     },
     "eval": {
         "suites": F(
@@ -182,9 +195,19 @@ SHARED: dict[str, Any] = {
         "label": F("str", "short name for results tables (rlvf.label tag)", nullable=True, hashed=False),
         "log_model": F("bool", "log the trained policy as an MLflow model", hashed=False),
         "output_dir": F(
-            "str", "where checkpoints and local files go (default: a temp dir)", nullable=True, hashed=False
+            "str",
+            "where checkpoints and local files go, one folder per run (default: $RLVF_HOME/runs)",
+            nullable=True,
+            hashed=False,
         ),
         "progress": F("bool", "show progress bars", hashed=False),
+        "outage_s": F(
+            "float",
+            "seconds a tracking server may stay unreachable before the run is kept on disk "
+            "(a spool: `rlvf upload` sends it later) and training goes on",
+            minimum=0.0,
+            hashed=False,
+        ),
     },
 }
 

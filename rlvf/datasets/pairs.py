@@ -63,6 +63,50 @@ def join_outcomes(samples: Sequence[Sample], outcomes: Sequence[Outcome]) -> lis
     return out
 
 
+def split_verified(
+    items: Sequence[tuple[Sample, Outcome]], *, dedupe: bool = True, min_chars: int = 1, max_chars: int = 4000
+) -> tuple[list[tuple[Sample, Outcome]], list[tuple[Sample, Outcome]], dict[str, int]]:
+    """One prompt's verified samples as (passed, failed, dropped counts), in the given order.
+
+    Completions outside [min_chars, max_chars] (after stripping) are dropped, and with
+    `dedupe` so are repeats of a text already seen on the same side; a text that both passed
+    and failed (a flaky test) is kept out of both sides. Pairs and KTO's unpaired rows are
+    both cut from this split, so the two datasets agree on what counts as verified.
+    """
+    dropped = {"length": 0, "duplicate": 0, "conflict": 0}
+    passed: list[tuple[Sample, Outcome]] = []
+    failed: list[tuple[Sample, Outcome]] = []
+    seen: dict[bool, set[str]] = {True: set(), False: set()}
+    for s, o in items:
+        n = len(s.completion.strip())
+        if n < min_chars or n > max_chars:
+            dropped["length"] += 1
+            continue
+        key = normalise(s.completion)
+        if dedupe and key in seen[o.passed]:
+            dropped["duplicate"] += 1
+            continue
+        seen[o.passed].add(key)
+        (passed if o.passed else failed).append((s, o))
+    conflicts = seen[True] & seen[False]
+    if conflicts:
+        before = len(passed) + len(failed)
+        passed = [(s, o) for s, o in passed if normalise(s.completion) not in conflicts]
+        failed = [(s, o) for s, o in failed if normalise(s.completion) not in conflicts]
+        dropped["conflict"] = before - len(passed) - len(failed)
+    return passed, failed, dropped
+
+
+def group_verified(
+    samples: Sequence[Sample], outcomes: Sequence[Outcome]
+) -> dict[str, list[tuple[Sample, Outcome]]]:
+    """Samples joined with their outcomes, grouped by task id, each group in sample order."""
+    grouped: dict[str, list[tuple[Sample, Outcome]]] = defaultdict(list)
+    for s, o in join_outcomes(samples, outcomes):
+        grouped[s.task_id].append((s, o))
+    return {t: sorted(grouped[t], key=lambda so: so[0].index) for t in sorted(grouped)}
+
+
 def _check_parity(task_id: str, items: Sequence[tuple[Sample, Outcome]]) -> str:
     policies = {s.policy for s, _ in items}
     if len(policies) > 1:
@@ -121,38 +165,20 @@ def build_pairs(
     """
     by_id = _task_map(tasks)
     stats = PairStats()
-    grouped: dict[str, list[tuple[Sample, Outcome]]] = defaultdict(list)
-    for s, o in join_outcomes(samples, outcomes):
-        grouped[s.task_id].append((s, o))
     pairs: list[Pair] = []
-    for task_id in sorted(grouped):
-        items = sorted(grouped[task_id], key=lambda so: so[0].index)
+    for task_id, items in group_verified(samples, outcomes).items():
         task = by_id.get(task_id)
         if task is None:
             raise RecordError(f"pairs: sample for unknown task '{task_id}'")
         policy = _check_parity(task_id, items)
         stats.prompts += 1
         stats.samples += len(items)
-        passed: list[tuple[Sample, Outcome]] = []
-        failed: list[tuple[Sample, Outcome]] = []
-        seen: dict[bool, set[str]] = {True: set(), False: set()}
-        for s, o in items:
-            n = len(s.completion.strip())
-            if n < min_chars or n > max_chars:
-                stats.dropped_length += 1
-                continue
-            key = normalise(s.completion)
-            if dedupe and key in seen[o.passed]:
-                stats.dropped_duplicate += 1
-                continue
-            seen[o.passed].add(key)
-            (passed if o.passed else failed).append((s, o))
-        conflicts = seen[True] & seen[False]
-        if conflicts:
-            before = len(passed) + len(failed)
-            passed = [(s, o) for s, o in passed if normalise(s.completion) not in conflicts]
-            failed = [(s, o) for s, o in failed if normalise(s.completion) not in conflicts]
-            stats.dropped_conflict += before - len(passed) - len(failed)
+        passed, failed, dropped = split_verified(
+            items, dedupe=dedupe, min_chars=min_chars, max_chars=max_chars
+        )
+        stats.dropped_length += dropped["length"]
+        stats.dropped_duplicate += dropped["duplicate"]
+        stats.dropped_conflict += dropped["conflict"]
         stats.passed += len(passed)
         stats.failed += len(failed)
         if not failed:

@@ -85,12 +85,15 @@ def sample_pruned(
     top_p: float,
     eos_token_id: int,
     finished: Callable[[list[int], list[int]], list[bool]],
+    logprobs: list[list[float]] | None = None,
 ) -> list[list[int]]:
     """New token ids per row (EOS kept when emitted), stopping rows as `finished` says.
 
     `finished(rows, tokens)` is called after every step with the original indices of the
     rows still active and the token each just produced, and says which are now done.
-    Sampling uses torch's global RNG, so callers seed it.
+    Sampling uses torch's global RNG, so callers seed it. When `logprobs` is a list, it is
+    filled with one list per row: the log-probability of each new token under the
+    distribution it was drawn from (after temperature and top-p; greedy: the raw softmax).
     """
     import torch
     from transformers import DynamicCache
@@ -103,6 +106,8 @@ def sample_pruned(
             warpers.append(TopPLogitsWarper(top_p))
     n = input_ids.shape[0]
     out: list[list[int]] = [[] for _ in range(n)]
+    if logprobs is not None:
+        logprobs[:] = [[] for _ in range(n)]
     active = torch.arange(n)
     mask = attention_mask
     positions = (mask.long().cumsum(-1) - 1).clamp(min=0)
@@ -136,6 +141,10 @@ def sample_pruned(
         live = [k for k, a in enumerate(alive) if a]
         for k in live:
             out[rows[k]].append(toks[k])
+        if logprobs is not None:
+            lp = torch.log_softmax(logits, dim=-1).gather(1, tokens[:, None]).squeeze(1).tolist()
+            for k in live:
+                logprobs[rows[k]].append(lp[k])
         done = finished([rows[k] for k in live], [toks[k] for k in live])
         for k, d in zip(live, done, strict=True):
             if d or toks[k] == eos_token_id:

@@ -97,6 +97,9 @@ class _Raw:
     # The sampled ids (EOS kept when emitted, padding dropped): what an RL trainer scores.
     # Every id is the policy's own, so the completion mask is all ones. Empty from vLLM.
     token_ids: tuple[int, ...] = ()
+    # Log-probability of each of token_ids under the sampling distribution; only when asked
+    # (`HFBackend.run(..., logprobs=True)`, the pruning sampler), else empty.
+    logprobs: tuple[float, ...] = ()
 
 
 def _batch_seed(seed: int, batch: int) -> int:
@@ -181,10 +184,18 @@ class HFBackend:
         self.prune = supports_pruning(model) if prune is None else prune
 
     def run(
-        self, prompts: list[str], entry_points: list[str | None], settings: SamplingSettings, bar=None
+        self,
+        prompts: list[str],
+        entry_points: list[str | None],
+        settings: SamplingSettings,
+        bar=None,
+        logprobs: bool = False,
     ) -> list[_Raw]:
-        """One completion per prompt (callers repeat prompts for n samples)."""
+        """One completion per prompt (callers repeat prompts for n samples); `logprobs` also
+        keeps each sampled token's log-probability (RL trainers; needs the pruning sampler)."""
         tok, model = self.tok, self.model
+        if logprobs and not self.prune:
+            raise ValueError("sample: sampling log-probs need the pruning sampler (a decoder-only model)")
         if tok.padding_side != "left" or tok.pad_token_id is None:
             raise UserError(
                 "sample: the tokenizer must pad on the left and have a pad token (use load_policy)"
@@ -197,7 +208,7 @@ class HFBackend:
         model.eval()
         try:
             with cpu_threads(str(device)):
-                self._run_batches(prompts, entry_points, settings, order, out, device, bar)
+                self._run_batches(prompts, entry_points, settings, order, out, device, bar, logprobs)
         finally:
             model.train(was_training)
         return [o for o in out if o is not None]
@@ -217,7 +228,7 @@ class HFBackend:
         )
         return seqs[:, enc["input_ids"].shape[1] :].tolist()
 
-    def _run_batches(self, prompts, entry_points, settings, order, out, device, bar) -> None:
+    def _run_batches(self, prompts, entry_points, settings, order, out, device, bar, want_lp=False) -> None:
         import torch
 
         tok, model = self.tok, self.model
@@ -227,6 +238,7 @@ class HFBackend:
             enc = tok(batch_prompts, return_tensors="pt", padding=True, add_special_tokens=False).to(device)
             crit = _FunctionEnd(tok, batch_prompts, [entry_points[i] for i in idx], settings.stop)
             torch.manual_seed(_batch_seed(settings.seed, b))
+            lps: list[list[float]] | None = [] if want_lp else None
             with torch.inference_mode():
                 if self.prune:
                     new = sample_pruned(
@@ -238,13 +250,16 @@ class HFBackend:
                         top_p=settings.top_p,
                         eos_token_id=tok.eos_token_id,
                         finished=crit.feed,
+                        logprobs=lps,
                     )
                 else:
                     new = self._generate(enc, settings, crit)
             for r, i in enumerate(idx):
                 ids = new[r]
+                eos_at = None
                 if tok.eos_token_id in ids:
-                    ids = ids[: ids.index(tok.eos_token_id)]
+                    eos_at = ids.index(tok.eos_token_id)
+                    ids = ids[:eos_at]
                     finish = "eos"
                 elif crit.stopped[r]:
                     finish = "stop"
@@ -255,7 +270,10 @@ class HFBackend:
                         ids = ids[:-1]
                 text = tok.decode(ids, skip_special_tokens=True)
                 sampled = (*ids, tok.eos_token_id) if finish == "eos" else tuple(ids)
-                out[i] = _Raw(text=text, n_tokens=len(ids), finish=finish, token_ids=sampled)
+                lp: tuple[float, ...] = ()
+                if lps is not None:  # aligned with `sampled` (trailing pads dropped, EOS kept)
+                    lp = tuple(lps[r][: len(ids)]) + ((lps[r][eos_at],) if eos_at is not None else ())
+                out[i] = _Raw(text=text, n_tokens=len(ids), finish=finish, token_ids=sampled, logprobs=lp)
             if bar is not None:
                 bar.update(len(idx))
 
@@ -460,3 +478,63 @@ def generate_samples(
         policy_name=policy_name,
     )
     return samples
+
+
+@dataclass
+class TokenRollout:
+    """Sampled completions as the padded tensors an RL trainer scores.
+
+    input_ids / attention_mask: (rows, prompt_width + completion_width), each prompt
+    left-padded to prompt_width (as the sampler batched it), each completion right-padded.
+    completion_ids / completion_mask / sampling_logprobs: (rows, completion_width); the mask
+    is 1 on the policy's own tokens (EOS included when it stopped on EOS), 0 on padding.
+    """
+
+    raws: list[_Raw]
+    input_ids: Any
+    attention_mask: Any
+    completion_ids: Any
+    completion_mask: Any
+    sampling_logprobs: Any
+    prompt_width: int
+
+    @property
+    def lengths(self) -> list[int]:
+        return [int(x) for x in self.completion_mask.sum(dim=1).tolist()]
+
+
+def pack_rollout(
+    prompt_ids: Sequence[Sequence[int]], raws: Sequence[_Raw], pad_id: int, device: Any = "cpu"
+) -> TokenRollout:
+    """Pad prompts on the left and completions on the right into one batch (see TokenRollout).
+    An empty completion keeps one padded position (mask 0) so every row has a shape."""
+    import torch
+
+    if len(prompt_ids) != len(raws):
+        raise ValueError(f"{len(prompt_ids)} prompts for {len(raws)} completions")
+    pw = max((len(p) for p in prompt_ids), default=0)
+    cw = max([len(r.token_ids) for r in raws] + [1])
+    n = len(raws)
+    ids = torch.full((n, pw + cw), pad_id, dtype=torch.long)
+    attn = torch.zeros((n, pw + cw), dtype=torch.long)
+    cmask = torch.zeros((n, cw), dtype=torch.long)
+    lps = torch.zeros((n, cw), dtype=torch.float32)
+    for i, (p, r) in enumerate(zip(prompt_ids, raws, strict=True)):
+        k = len(r.token_ids)
+        ids[i, pw - len(p) : pw] = torch.tensor(list(p), dtype=torch.long)
+        attn[i, pw - len(p) : pw] = 1
+        if k:
+            ids[i, pw : pw + k] = torch.tensor(r.token_ids, dtype=torch.long)
+            attn[i, pw : pw + k] = 1
+            cmask[i, :k] = 1
+            if r.logprobs:
+                lps[i, :k] = torch.tensor(r.logprobs, dtype=torch.float32)
+    return TokenRollout(
+        raws=list(raws),
+        input_ids=ids.to(device),
+        attention_mask=attn.to(device),
+        completion_ids=ids[:, pw:].to(device),
+        completion_mask=cmask.to(device),
+        sampling_logprobs=lps.to(device),
+        prompt_width=pw,
+    )

@@ -26,6 +26,12 @@ REGISTERED = (
     "rlvf.methods.sft",
     "rlvf.methods.dpo",
     "rlvf.methods.grpo",
+    "rlvf.methods.kto",
+    "rlvf.methods.orpo",
+    "rlvf.methods.rloo",
+    "rlvf.methods.rm",
+    "rlvf.methods.ppo",
+    "rlvf.methods.online_dpo",
     "rlvf.methods.eval",
 )
 

@@ -1,7 +1,8 @@
 """grpo: GRPO (TRL's GRPOTrainer) rewarded by the sandboxed verifier, on the training prompts.
 
 The trainer, the reward, dynamic sampling and the rollout recorder live in
-`rlvf.train.grpo`, `rlvf.rewards` and `rlvf.rl`; this module wires them into the one
+`rlvf.train.grpo`, `rlvf.rewards` and `rlvf.rl`, and the wiring GRPO shares with RLOO (reward,
+recorder, held-out check, health flags) in `rlvf.train.online`; this module wires them into the one
 training lifecycle (base bootstrap, eval over the recipe's seeds, comparison with the base,
 a registered version) and adds what only a run needs:
 
@@ -35,22 +36,12 @@ are tasks no sample of a group solves (arithmetic: 0 of 8), so those groups carr
 
 from __future__ import annotations
 
-import math
-from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 from rlvf.config.fields import Field
 from rlvf.errors import UserError
 from rlvf.methods.registry import Inputs, Method, Training
 from rlvf.records import Task
-
-# Per-token KL (nats) past which the policy has left its reference behind.
-KL_LIMIT = 0.5
-# Entropy below this share of its starting value: the policy stopped exploring.
-ENTROPY_FLOOR = 0.25
-# A held-out pass@1 drop (absolute) that counts as falling while the reward rises.
-HELDOUT_DROP = 0.05
 
 SECTION: dict[str, Field] = {
     "num_generations": Field("int", "completions per prompt (the group)", minimum=2),
@@ -146,6 +137,11 @@ def resolve(cfg: Any) -> Inputs:
 
 def build_data(ctx: Any) -> list[Task]:
     """The training prompts (data.suite), logged as the run's dataset."""
+    return prompts_data(ctx, "grpo-prompts")
+
+
+def prompts_data(ctx: Any, name: str) -> list[Task]:
+    """The training prompts (data.suite), logged as the run's dataset `name` (GRPO, RLOO)."""
     from rlvf.pipeline.sampling import training_tasks
     from rlvf.tracking.inputs import log_dataset
 
@@ -155,7 +151,7 @@ def build_data(ctx: Any) -> list[Task]:
     log_dataset(
         run,
         [{"task_id": t.task_id, "prompt": t.prompt} for t in tasks],
-        name="grpo-prompts",
+        name=name,
         artifact_path="data/prompts.jsonl",
         lineage={
             "suite": cfg["data.suite"],
@@ -200,176 +196,36 @@ def trainer_args(cfg: Any) -> dict[str, Any]:
 # --------------------------------------------------------------------------- the trainer
 
 
-def _tracking(callbacks: Sequence[Any]) -> Any:
-    from rlvf.train.callback import TrackingCallback
-
-    return next((c for c in callbacks if isinstance(c, TrackingCallback)), None)
-
-
-def heldout_pass1(cfg: Any, model: Any, tok: Any, tasks: Sequence[Task]) -> float:
-    """pass@1 of one sample per held-out task at the eval temperature, on the first eval seed,
-    judged by the same clean-up and verifier as the reward (all-pass only)."""
-    from rlvf.generate.engine import HFBackend, SamplingSettings
-    from rlvf.rewards.verifier import score_completions
-    from rlvf.train.grpo import merged_adapter
-    from rlvf.verify.categories import PASS
-
-    sampling = SamplingSettings(
-        temperature=cfg["eval.temperature"],
-        top_p=cfg["eval.top_p"],
-        max_new_tokens=cfg["eval.max_new_tokens"],
-        seed=cfg["eval.seeds"][0],
-    )
-    side = tok.padding_side
-    tok.padding_side = "left"
-    try:
-        with merged_adapter(model):
-            raws = HFBackend(model, tok, cfg["eval.batch_size"]).run(
-                [t.prompt for t in tasks], [t.entry_point or None for t in tasks], sampling
-            )
-    finally:
-        tok.padding_side = side
-    scored = score_completions(
-        {t.task_id: t for t in tasks},
-        [t.task_id for t in tasks],
-        [r.text for r in raws],
-        mode="binary",
-        timeout=cfg["verify.timeout"],
-        workers=cfg["verify.workers"],
-    )
-    return sum(s.outcome.category == PASS for s in scored) / max(len(scored), 1)
-
-
-def _heldout_callback(cfg: Any, tok: Any, tracking: Any):
-    """Held-out pass@1 at the start and every `grpo.eval_every` steps, as `train/heldout_pass1`
-    (a run metric at its step, and a row of the history the health checks read)."""
-    from transformers import TrainerCallback
-
-    from rlvf.evaluate import load_tasks
-
-    every = cfg["grpo.eval_every"]
-    limit = cfg["grpo.eval_limit"] or cfg["eval.limit"]
-
-    class HeldOut(TrainerCallback):
-        tasks: list[Task] | None = None
-
-        def _measure(self, model: Any, step: int) -> None:
-            if self.tasks is None:
-                self.tasks = load_tasks(cfg["eval.suites"][0], cfg["eval.per_cell"], limit)
-            value = heldout_pass1(cfg, model, tok, self.tasks)
-            if tracking is not None:
-                tracking.history.append({"step": step, "train/heldout_pass1": value})
-                if tracking.run is not None:
-                    tracking.run.metric("train/heldout_pass1", value, step=step)
-
-        def on_train_begin(self, args, state, control, model=None, **kwargs):
-            if every:
-                self._measure(model, state.global_step)
-
-        def on_step_end(self, args, state, control, model=None, **kwargs):
-            if every and state.global_step % every == 0:
-                self._measure(model, state.global_step)
-
-    return HeldOut()
-
-
-_TRAINER: type | None = None
-
-
-def _trainer_class() -> type:
-    """rlvf's GRPOTrainer (dynamic sampling, rollouts kept) whose `train` always flushes the
-    rollouts and turns a failing sandbox into one line."""
-    global _TRAINER
-    if _TRAINER is None:
-        from rlvf.rewards.verifier import InfraFailureError
-        from rlvf.train.grpo import _make_trainer_class
-
-        class Trainer(_make_trainer_class()):
-            def train(self, *args: Any, **kwargs: Any):
-                try:
-                    return super().train(*args, **kwargs)
-                except InfraFailureError as e:
-                    raise UserError(str(e)) from None
-                finally:
-                    self.rlvf_recorder.close()
-
-        _TRAINER = Trainer
-    return _TRAINER
-
-
 def make_trainer(cfg: Any, *, model, tok, rows, args, peft_config, callbacks):
-    import os
+    """GRPO wired to the shared verifier reward, rollout recorder and held-out check
+    (`rlvf.train.online`), with rlvf's sampler as the rollout function by default."""
+    from rlvf.train.grpo import rlvf_rollout_func
+    from rlvf.train.online import make_online_trainer, trainer_class
 
-    from rlvf.rewards import VerifierReward
-    from rlvf.rl.rollouts import RolloutRecorder
-    from rlvf.train.grpo import _recorder_callback, grpo_dataset, rlvf_rollout_func
-
-    os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")  # rollout_func is "experimental" in TRL 1.16
     s = settings(cfg)
     tasks = list(rows)
-    tok.padding_side = "left"  # rlvf's sampler pads prompts on the left; TRL pads explicitly
-    reward = VerifierReward(
-        tasks,
-        mode=s.reward_mode,
-        timeout=s.verify_timeout,
-        workers=s.verify_workers,
-        max_infra_rate=s.max_infra_rate,
-    )
-    tracking = _tracking(callbacks)
-    run = tracking.run if tracking is not None else None
-    recorder = RolloutRecorder(
-        run.run_id if run is not None else None,
-        run.client if run is not None else None,
-        local_dir=Path(args.output_dir).parent / "rollouts",
-    )
-    dataset = grpo_dataset(tasks)
-    trainer = _trainer_class()(
+    return make_online_trainer(
+        cfg,
+        "grpo",
+        cls=trainer_class(),
+        settings=s,
         model=model,
-        reward_funcs=[reward],
+        tok=tok,
+        tasks=tasks,
         args=args,
-        train_dataset=dataset,
-        processing_class=tok,
         peft_config=peft_config,
-        callbacks=[_heldout_callback(cfg, tok, tracking), *callbacks, _recorder_callback(recorder)],
+        callbacks=callbacks,
         rollout_func=rlvf_rollout_func(tok, tasks, s, cfg["eval.batch_size"])
         if s.rollouts == "rlvf"
         else None,
     )
-    trainer.setup_rlvf(reward, recorder, s, dataset)
-    return trainer
-
-
-# --------------------------------------------------------------------------- health
-
-
-def _series(history: list[dict[str, float]], key: str) -> list[float]:
-    return [h[key] for h in history if key in h and math.isfinite(h[key])]
-
-
-def _ends(values: list[float]) -> tuple[float, float]:
-    """Means of the first and the last quarter (at least 2 values each)."""
-    k = max(2, len(values) // 4)
-    return sum(values[:k]) / k, sum(values[-k:]) / k
 
 
 def health(history: list[dict[str, float]]) -> list[str]:
-    """KL running away, entropy collapse, and reward rising while held-out pass@1 falls."""
-    flags = []
-    kl = _series(history, "train/kl")
-    if len(kl) >= 4 and _ends(kl)[1] > KL_LIMIT:
-        flags.append("kl_runaway")
-    ent = _series(history, "train/entropy")
-    if len(ent) >= 4:
-        head, tail = _ends(ent)
-        if head > 0 and tail < ENTROPY_FLOOR * head:
-            flags.append("entropy_collapse")
-    reward = _series(history, "train/reward_mean")
-    held = _series(history, "train/heldout_pass1")
-    if len(reward) >= 4 and len(held) >= 2:
-        head, tail = _ends(reward)
-        if tail > head and held[-1] < held[0] - HELDOUT_DROP:
-            flags.append("reward_up_heldout_down")
-    return flags
+    """KL running away, entropy collapse, reward up while held-out pass@1 falls (shared with RLOO)."""
+    from rlvf.train import online
+
+    return online.health(history)
 
 
 def examples(n: int) -> list[Task]:
@@ -430,5 +286,6 @@ METHOD = Method(
         curves=("train/loss", "train/reward_mean", "train/kl", "train/heldout_pass1"),
         health=health,
         examples=examples,
+        processes=False,  # rollouts and rewards run inside the loop
     ),
 )

@@ -13,7 +13,7 @@ from rlvf.methods.registry import Method
 from rlvf.pipeline.base import base_revision, ensure_base, policy_spec
 from rlvf.pipeline.inputs import init_label, resolve_init
 from rlvf.pipeline.result import StageResult, log
-from rlvf.pipeline.sampling import base_samples, data_lineage, sample_and_verify, training_tasks
+from rlvf.pipeline.sampling import data_lineage, training_tasks, verified_samples
 from rlvf.records import Pair
 
 # Keys of the data section that pairs and DPO share (the same Field objects: one key).
@@ -40,10 +40,7 @@ def make_pairs(cfg: Any, run: Any, policy: Any, policy_name: str) -> list[Pair]:
         f"sampling {cfg['generate.n_samples']} completions for each of {len(tasks)} prompts ({cfg['data.suite']})"
     )
     t0 = time.perf_counter()
-    if policy is None:
-        samples, outcomes = base_samples(cfg, tasks, policy_name)
-    else:
-        samples, outcomes = sample_and_verify(cfg, policy, tasks, policy_name)
+    samples, outcomes = verified_samples(cfg, policy, tasks, policy_name)
     run.metrics({"data/sample_verify_s": time.perf_counter() - t0})
     pool, stats = build_pairs(
         tasks,

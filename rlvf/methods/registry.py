@@ -20,12 +20,20 @@ from typing import Any
 from rlvf.config.fields import Field
 
 # Sections a training method always reads: the lifecycle trains (train, lora), evaluates
-# (eval) and registers (registry) every trained policy.
+# (eval) and registers (registry) every trained policy. A method whose model is not a
+# policy (`Training.policy` False: a reward model) is not evaluated as one: no eval section.
 LIFECYCLE_SECTIONS = ("lora", "train", "eval", "registry")
+POLICY_ONLY_SECTIONS = ("eval",)
 
 # Keys the lifecycle adds for every training method.
 LIFECYCLE_FIELDS: dict[str, Field] = {
     "eval.base": Field("bool", "also record the base policy's eval for the same settings (cached)"),
+    "tracking.resume": Field(
+        "str",
+        "continue this run id from its last checkpoint (same config_hash; rlvf.pipeline.resume)",
+        nullable=True,
+        hashed=False,
+    ),
 }
 
 
@@ -47,6 +55,23 @@ class Training:
         diverging loss).
     examples(n): n training rows that need no model (from the procedural suite's reference
         and wrong solutions): every method's smoke test trains on them.
+    processes: whether `train.processes` > 1 may split training over CPU processes
+        (`rlvf.train.ranks`): true for methods that train on fixed rows; methods that sample
+        and verify inside the loop (GRPO) train in one.
+    policy: the trained model is a policy, which the lifecycle evaluates (pass@1 against the
+        base: the eval section and eval.base) and registers. False for a model that writes
+        no code (a reward model): the method's config has no eval section and its `finish`
+        evaluates and registers it its own way.
+    load_model(spec, trainable=): (model, tokenizer) to train; None: the causal LM
+        (`rlvf.models.loader.load_policy`).
+    finish(ctx, trained, result): what follows training (ctx: the DataContext build_data got,
+        whose `state` carries what build_data kept back, e.g. held-out rows); None: the
+        policy's `rlvf.pipeline.finish.finish_training`.
+    rounds(cfg): how many sample-train rounds cfg asks for (None or 1: one training run).
+        Past one, each round is a nested run that builds its data from the latest policy
+        (`build_data` with that policy as ctx.init), trains from it and evaluates it; the
+        parent registers the last (`rlvf.pipeline.rounds`).
+    keep_data(cfg): whether a round also trains on the earlier rounds' rows.
     """
 
     title: str
@@ -60,6 +85,12 @@ class Training:
     curves: tuple[str, ...] = ("train/loss",)
     health: Callable[[list[dict[str, float]]], list[str]] | None = None
     examples: Callable[[int], list[Any]] | None = None
+    processes: bool = True
+    policy: bool = True
+    load_model: Callable[..., Any] | None = None
+    finish: Callable[[Any, Any, Any], None] | None = None
+    rounds: Callable[[Any], int] | None = None
+    keep_data: Callable[[Any], bool] | None = None
 
 
 @dataclass
@@ -102,13 +133,21 @@ class Method:
     def trains(self) -> bool:
         return self.training is not None
 
+    @property
+    def trains_policy(self) -> bool:
+        return self.training is not None and self.training.policy
+
     def sections(self) -> tuple[str, ...]:
-        used = (*self.uses, *LIFECYCLE_SECTIONS) if self.trains else self.uses
-        return tuple(dict.fromkeys(used))
+        lifecycle = ()
+        if self.trains:
+            lifecycle = tuple(
+                s for s in LIFECYCLE_SECTIONS if self.trains_policy or s not in POLICY_ONLY_SECTIONS
+            )
+        return tuple(dict.fromkeys((*self.uses, *lifecycle)))
 
     def all_fields(self) -> dict[str, Field]:
         """Keys this method adds to shared sections (its own section's keys not included)."""
-        return {**(LIFECYCLE_FIELDS if self.trains else {}), **self.fields}
+        return {**(LIFECYCLE_FIELDS if self.trains_policy else {}), **self.fields}
 
 
 _REGISTRY: dict[str, Method] = {}

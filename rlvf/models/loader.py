@@ -136,18 +136,10 @@ def prepare_tokenizer(tok) -> None:
         tok.pad_token = tok.eos_token
 
 
-def load_policy(spec: PolicySpec | str, *, trainable: bool = False):
-    """Load `spec` and return ``(model, tokenizer)``.
-
-    The model is in eval mode unless `trainable`; an adapter is attached as a PEFT model
-    (trainable only when `trainable`). For training from scratch with LoRA, pass
-    `peft_config(lora)` to the TRL trainer or call `apply_lora`.
-    """
+def _from_pretrained_kwargs(spec: PolicySpec, device: str) -> dict[str, Any]:
+    """`from_pretrained` arguments for `spec` on `device`: dtype, revision, NF4 quantisation."""
     import torch
-    from transformers import AutoModelForCausalLM
 
-    spec = PolicySpec(base=spec) if isinstance(spec, str) else spec
-    device = resolve_device(spec.device)
     dtype = resolve_dtype(spec.dtype, device)
     kwargs: dict[str, Any] = {
         "revision": spec.revision,
@@ -172,14 +164,11 @@ def load_policy(spec: PolicySpec | str, *, trainable: bool = False):
         kwargs["device_map"] = {"": torch.device(device).index or 0}
     if spec.adapter and not Path(spec.adapter).exists():
         raise UserError(f"policy: no such adapter directory: {spec.adapter}")
-    source = resolve_base(spec.base)
-    try:
-        model = AutoModelForCausalLM.from_pretrained(source, **kwargs)
-    except (OSError, ValueError) as e:
-        raise UserError(f"policy: could not load {spec.base}: {_first_line(e)}") from None
-    if not spec.load_in_4bit:
-        model.to(device)
-    tok = load_tokenizer(spec)
+    return kwargs
+
+
+def _prepare_loaded(model, tok, spec: PolicySpec, trainable: bool):
+    """Pad token ids, k-bit preparation and gradient checkpointing, shared by both heads."""
     if model.config.pad_token_id is None:
         model.config.pad_token_id = tok.pad_token_id
     if getattr(model, "generation_config", None) is not None and model.generation_config.pad_token_id is None:
@@ -191,10 +180,74 @@ def load_policy(spec: PolicySpec | str, *, trainable: bool = False):
     elif spec.gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         model.config.use_cache = False
+    return model
+
+
+def load_policy(spec: PolicySpec | str, *, trainable: bool = False):
+    """Load `spec` and return ``(model, tokenizer)``.
+
+    The model is in eval mode unless `trainable`; an adapter is attached as a PEFT model
+    (trainable only when `trainable`). For training from scratch with LoRA, pass
+    `peft_config(lora)` to the TRL trainer or call `apply_lora`.
+    """
+    from transformers import AutoModelForCausalLM
+
+    spec = PolicySpec(base=spec) if isinstance(spec, str) else spec
+    device = resolve_device(spec.device)
+    kwargs = _from_pretrained_kwargs(spec, device)
+    source = resolve_base(spec.base)
+    try:
+        model = AutoModelForCausalLM.from_pretrained(source, **kwargs)
+    except (OSError, ValueError) as e:
+        raise UserError(f"policy: could not load {spec.base}: {_first_line(e)}") from None
+    if not spec.load_in_4bit:
+        model.to(device)
+    tok = load_tokenizer(spec)
+    model = _prepare_loaded(model, tok, spec, trainable)
     if spec.adapter:
         from peft import PeftModel
 
         model = PeftModel.from_pretrained(model, spec.adapter, is_trainable=trainable)
+    model.train(trainable)
+    return model, tok
+
+
+def load_sequence_classifier(spec: PolicySpec | str, *, trainable: bool = False, merge: bool = True):
+    """``(model, tokenizer)`` with a one-output sequence-classification head (a reward model)
+    over `spec`'s transformer: the base's own head when it has one (a saved reward model),
+    else a new, randomly initialised `score` layer over a causal LM's trunk.
+
+    An adapter is attached (a LoRA reward model's adapter carries its `score` head as a module
+    to save) and, with `merge`, merged into the weights: faster to score with, and a causal
+    policy's adapter merged this way is the starting point for training a reward model.
+    """
+    from transformers import AutoModelForSequenceClassification
+    from transformers.utils import logging as hf_logging
+
+    spec = PolicySpec(base=spec) if isinstance(spec, str) else spec
+    device = resolve_device(spec.device)
+    kwargs = _from_pretrained_kwargs(spec, device)
+    source = resolve_base(spec.base)
+    verbosity = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()  # "score.weight: newly initialised" is the point here
+    try:
+        model = AutoModelForSequenceClassification.from_pretrained(source, num_labels=1, **kwargs)
+    except (OSError, ValueError, KeyError) as e:
+        raise UserError(
+            f"reward model: could not load {spec.base} with a score head: {_first_line(e)}"
+        ) from None
+    finally:
+        hf_logging.set_verbosity(verbosity)
+    if not spec.load_in_4bit:
+        model.to(device)
+    tok = load_tokenizer(spec)
+    model = _prepare_loaded(model, tok, spec, trainable)
+    if spec.adapter:
+        from peft import PeftModel
+
+        model = PeftModel.from_pretrained(model, spec.adapter, is_trainable=trainable and not merge)
+        if merge:
+            model = model.merge_and_unload()
     model.train(trainable)
     return model, tok
 
@@ -255,6 +308,7 @@ __all__ = [
     "apply_lora",
     "is_embedded",
     "load_policy",
+    "load_sequence_classifier",
     "load_tokenizer",
     "peft_config",
     "prepare_tokenizer",

@@ -34,23 +34,31 @@ SHARED_SHORTCUTS: dict[str, str] = {
     "run_name": "tracking.run_name",
     "label": "tracking.label",
     "alias": "registry.alias",
+    "resume": "tracking.resume",
 }
 
 
-def shortcuts() -> dict[str, str]:
-    """Every shortcut: the shared ones and every registered method's."""
-    from rlvf.methods import methods
-
-    out = dict(SHARED_SHORTCUTS)
-    for m in methods():
-        for opt, key in m.shortcuts.items():
-            if out.setdefault(opt, key) != key:
-                raise ValueError(f"shortcut --{opt} means both {out[opt]} and {key} ({m.name})")
-    return out
-
-
 def shortcuts_for(method: str) -> dict[str, str]:
-    return {opt: key for opt, key in shortcuts().items() if applies(key, method)}
+    """The shortcuts of `method`: the shared ones and every method's whose key applies to it
+    (pairs' --n-pairs serves dpo too). An option means one key per method: two methods may
+    give one name to their own keys (--num-generations: grpo's and online_dpo's)."""
+    from rlvf.methods import get, methods
+
+    owners: dict[str, str] = {}
+    out: dict[str, str] = {}
+    own = get(method).name
+    others = sorted(((m.name, m.shortcuts) for m in methods()), key=lambda nt: nt[0] != own)
+    tables = [("shared", SHARED_SHORTCUTS), *others]  # the method's own before other methods
+    for owner, table in tables:
+        for opt, key in table.items():
+            if not applies(key, method):
+                continue
+            if out.setdefault(opt, key) != key:
+                raise ValueError(
+                    f"shortcut --{opt} of {method} means both {out[opt]} ({owners[opt]}) and {key} ({owner})"
+                )
+            owners.setdefault(opt, owner)
+    return out
 
 
 def split_sets(values: Sequence[str] | None) -> list[str]:
@@ -114,8 +122,10 @@ def guarded(fn: Callable[[], Any]) -> int:
     try:
         fn()
     except (UserError, RecordError) as e:
-        discard_unopened_env_run(str(e))
-        return _fail(str(e), 2)
+        code = getattr(e, "code", 2)  # 75: the run waits in a spool (rlvf.tracking.spool)
+        if code == 2:
+            discard_unopened_env_run(str(e))
+        return _fail(str(e), code)
     except OSError as e:
         if not disk_full(e):
             raise

@@ -109,9 +109,14 @@ def compare_with_base(run: Any, evals: dict[str, Any], bases: dict[str, Any], me
     return lines
 
 
-def finish_training(cfg: Any, run: Any, trained: Any, result: StageResult) -> None:
+def finish_training(
+    cfg: Any, run: Any, trained: Any, result: StageResult, evals: dict[str, Any] | None = None
+) -> dict[str, Any]:
     """After training: log the model, evaluate (metrics attach to the model), record the base's
-    eval, then register a version and move the alias (last, so a version always has metrics)."""
+    eval, then register a version and move the alias (last, so a version always has metrics).
+
+    `evals`: the trained policy's evaluation when it was already run (the last round of an
+    iterative run evaluated the policy its parent registers); returns the evaluation."""
     from rlvf.evaluate import evaluate
     from rlvf.evaluate.lmeval import LmEvalSettings, run_lm_eval
     from rlvf.tracking.models import active_model, log_policy_model, register_policy, registered_model_name
@@ -131,15 +136,18 @@ def finish_training(cfg: Any, run: Any, trained: Any, result: StageResult) -> No
     t0 = time.perf_counter()
     bases: dict[str, Any] = {}
     with active_model(model_id):
-        evals = evaluate(
-            trained.spec,
-            eval_settings(cfg),
-            policy_name=label,
-            workers=cfg["verify.workers"],
-            progress=cfg["tracking.progress"],
-        )
+        fresh = evals is None
+        if evals is None:
+            evals = evaluate(
+                trained.spec,
+                eval_settings(cfg),
+                policy_name=label,
+                workers=cfg["verify.workers"],
+                progress=cfg["tracking.progress"],
+            )
         result.metrics.update(log_suite_evals(run, evals))
-        run.metrics({"time/eval_s": time.perf_counter() - t0})
+        if fresh:
+            run.metrics({"time/eval_s": time.perf_counter() - t0})
         lm = None
         if lm_settings.tasks:
             t1 = time.perf_counter()
@@ -147,7 +155,8 @@ def finish_training(cfg: Any, run: Any, trained: Any, result: StageResult) -> No
             result.metrics.update(log_lm_eval(run, lm))
             run.metrics({"time/lm_eval_s": time.perf_counter() - t1})
         run.flush()
-    log(f"evaluated the trained policy in {time.perf_counter() - t0:.1f}s")
+    if fresh:
+        log(f"evaluated the trained policy in {time.perf_counter() - t0:.1f}s")
     if cfg["eval.base"]:
         from rlvf.tracking.evallog import log_eval_result
 
@@ -169,7 +178,8 @@ def finish_training(cfg: Any, run: Any, trained: Any, result: StageResult) -> No
             p = pass1(result.metrics, suite, schema.EVAL_PREFIX)
             if p is not None:
                 result.summary.append(f"{suite} pass@1 {p[0]:.3f} ± {p[1]:.3f} ({ev.result.policy})")
-    if model_id and cfg["registry.register"]:
+    spooled = getattr(run.client, "spool", None) is not None  # the server is away: all waits for upload
+    if cfg["tracking.log_model"] and (model_id or spooled) and cfg["registry.register"]:
         name = cfg["registry.name"] or registered_model_name(cfg["model.policy"])
         tags = {
             schema.TAG_METHOD: cfg.method,
@@ -183,6 +193,10 @@ def finish_training(cfg: Any, run: Any, trained: Any, result: StageResult) -> No
             if p is not None:
                 tags[f"rlvf.pass_at_1.{schema.suite_key(suite)}"] = f"{p[0]:.4f}"
         version = register_policy(run, model_id, name=name, alias=cfg["registry.alias"], tags=tags)
+        if version is None:
+            result.summary.append(f"registration of {name} waits in the spool (rlvf upload)")
+            return
         result.registered = (name, str(version.version))
         alias = f" (alias '{cfg['registry.alias']}')" if cfg["registry.alias"] else ""
         result.summary.append(f"registered {name} version {version.version}{alias}")
+    return evals

@@ -4,10 +4,16 @@
     -> build the data (the method) -> train (the method's trainer, `train_policy`)
     -> evaluate, compare, log the model, register (`finish_training`) -> clean up
 
+A method whose model is not a policy (a reward model: `Training.policy` False) skips the
+base's eval and finishes with its own `Training.finish` (its own evaluation, its own
+registered model). A method that asks for several rounds (`Training.rounds`) runs them as
+nested runs of the one run opened here (`rlvf.pipeline.rounds`).
+
 Inputs are checked before a run is opened where that is possible (a missing pairs file, a
 run id that does not exist), so a typo does not leave a run behind. Any failure after that
-ends the run FAILED (KILLED on Ctrl-C / SIGTERM) with the error recorded (`start_run`), and
-the checkpoint directory is removed either way.
+ends the run FAILED (KILLED on Ctrl-C / SIGTERM) with the error recorded (`start_run`). The
+run's folder (checkpoints, the trained policy) is removed when it finishes, and kept when it
+did not and has a checkpoint: `--resume RUN_ID` continues from there (`rlvf.pipeline.resume`).
 """
 
 from __future__ import annotations
@@ -15,7 +21,7 @@ from __future__ import annotations
 import shutil
 import time
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -28,12 +34,14 @@ from rlvf.pipeline.result import StageResult, log
 @dataclass
 class DataContext:
     """What a method's `build_data` gets: the config, the open run, the policy to start from
-    (None: the base) and what its `resolve` returned before the run opened."""
+    (None: the base) and what its `resolve` returned before the run opened. `state` is the
+    method's own: what build_data keeps for its `Training.finish` (e.g. held-out rows)."""
 
     cfg: Any
     run: Any
     init: PolicySource | None
     inputs: Any
+    state: dict[str, Any] = field(default_factory=dict)
 
     @property
     def policy_name(self) -> str:
@@ -46,14 +54,25 @@ class DataContext:
         return load_policy(policy_spec(self.cfg, self.init)) if self.init else None
 
 
-def cleanup(out: Path, cfg: Any) -> None:
-    if not cfg["tracking.output_dir"]:
+def cleanup(out: Path, cfg: Any, run: Any, finished: bool) -> None:
+    """Remove the run's folder unless the user chose where it goes, it holds the run's spool
+    (its tracking server went away), or the run did not finish and has a checkpoint to
+    resume from (then say how)."""
+    from rlvf.tracking.spool import spooled
+    from rlvf.train.common import last_checkpoint
+
+    if spooled(run):
+        return
+    if not finished and last_checkpoint(out / "trainer"):
+        log(f"checkpoints kept in {out}: continue with the same command and --resume {run.run_id}")
+    elif not cfg["tracking.output_dir"]:
         shutil.rmtree(out, ignore_errors=True)
 
 
 def run_training(method: Any, cfg: Any) -> StageResult:
     """Run training method `method` (an `rlvf.methods.Method`) for `cfg`; see the module doc."""
     from rlvf.methods import Inputs
+    from rlvf.pipeline import resume as resuming
     from rlvf.tracking.runs import start_run
     from rlvf.train.common import output_dir, train_policy
 
@@ -61,21 +80,46 @@ def run_training(method: Any, cfg: Any) -> StageResult:
     inputs = training.resolve(cfg) if training.resolve else Inputs()
     init = resolve_init(cfg["model.init"])
     parent = inputs.parent_run_id or (init.run_id if init else None)
+    resume = resuming.target(cfg)
     t0 = time.perf_counter()
-    with start_run(cfg, method.kind, parent_run_id=parent, base_revision=base_revision(cfg)) as run:
+    n_rounds = training.rounds(cfg) if training.rounds else 1
+    with start_run(
+        cfg,
+        method.kind,
+        parent_run_id=parent,
+        base_revision=base_revision(cfg),
+        resume=resume.run_id if resume else None,
+    ) as run:
         res = StageResult(run.run_id, method.name, cfg.hash)
         ensure_base(cfg, run)
-        prefetch_base_eval(cfg)
-        rows = training.build_data(DataContext(cfg, run, init, inputs))
-        res.n_examples = len(rows)
-        out = output_dir(cfg, run.run_id)
-        try:
-            log(f"training {training.title} on {len(rows)} {training.noun}")
-            trained = train_policy(method, cfg, rows, out, run=run, init_dir=init.directory if init else None)
-            log(f"trained {trained.steps} steps in {trained.wall_s:.1f}s")
-            finish_training(cfg, run, trained, res)
-        finally:
-            cleanup(out, cfg)
+        if training.policy:
+            prefetch_base_eval(cfg)
+        if n_rounds > 1:
+            from rlvf.pipeline.rounds import run_rounds
+
+            run_rounds(method, cfg, run, res, init=init, inputs=inputs, n_rounds=n_rounds)
+        else:
+            out = resume.output_dir if resume else output_dir(cfg, run.run_id)
+            run.tags({resuming.TAG_OUTPUT_DIR: str(out), resuming.TAG_RESUMED: resume.step if resume else None})
+            finished = False
+            try:
+                ctx = DataContext(cfg, run, init, inputs)
+                rows = training.build_data(ctx)
+                res.n_examples = len(rows)
+                log(f"training {training.title} on {len(rows)} {training.noun}")
+                if resume:
+                    log(f"resuming run {run.run_id} from step {resume.step} ({resume.checkpoint})")
+                trained = train_policy(
+                    method, cfg, rows, out, run=run, init_dir=init.directory if init else None
+                )
+                log(f"trained {trained.steps} steps in {trained.wall_s:.1f}s")
+                if training.finish is not None:
+                    training.finish(ctx, trained, res)
+                else:
+                    finish_training(cfg, run, trained, res)
+                finished = True
+            finally:
+                cleanup(out, cfg, run, finished)
     res.seconds = time.perf_counter() - t0
     return res
 

@@ -90,3 +90,13 @@ def base_samples(cfg: Any, tasks: Sequence[Task], policy_name: str) -> tuple[lis
     samples, outcomes = sample_and_verify(cfg, load_policy(policy_spec(cfg, None)), tasks, policy_name)
     cache.store_samples(key, samples, outcomes, ident)
     return samples, outcomes
+
+
+def verified_samples(
+    cfg: Any, policy: Any, tasks: Sequence[Task], policy_name: str
+) -> tuple[list[Sample], list[Outcome]]:
+    """The policy's verified samples on the training prompts: `policy` None means the base
+    (cached). Pairs, SFT rows and KTO's unpaired rows are all cut from these."""
+    if policy is None:
+        return base_samples(cfg, tasks, policy_name)
+    return sample_and_verify(cfg, policy, tasks, policy_name)

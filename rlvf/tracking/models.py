@@ -18,16 +18,30 @@ from rlvf.tracking import schema
 from rlvf.tracking.runs import Run, base_model_tag
 
 PYFUNC_CODE = Path(__file__).with_name("pyfunc_model.py")
+REWARD_PYFUNC_CODE = Path(__file__).with_name("pyfunc_reward.py")
 
 
-def registered_model_name(base_policy: str) -> str:
-    """One registered model per base model: 'rlvf-<base>' with unusual characters as '-'."""
-    return "rlvf-" + re.sub(r"[^A-Za-z0-9_.-]+", "-", base_model_tag(base_policy)).strip("-")
+def registered_model_name(base_policy: str, kind: str = "") -> str:
+    """One registered model per base model: 'rlvf-<base>' with unusual characters as '-';
+    reward models get their own, 'rlvf-rm-<base>', so an alias never moves from a policy
+    to a reward model."""
+    prefix = f"rlvf-{kind}-" if kind else "rlvf-"
+    return prefix + re.sub(r"[^A-Za-z0-9_.-]+", "-", base_model_tag(base_policy)).strip("-")
 
 
-def log_policy_model(run: Run, policy_dir: Path, *, tags: Mapping[str, str] | None = None) -> str:
-    """Log the policy in `policy_dir` as the run's MLflow model `model/`; returns its model id.
+def log_policy_model(run: Run, policy_dir: Path, *, tags: Mapping[str, str] | None = None) -> str | None:
+    """Log the policy in `policy_dir` as the run's MLflow model `model/`; returns its model id
+    (None: the tracking server is away and the policy went into the run's spool).
     Metrics the run logs from now on attach to this model too."""
+    call = getattr(run.client, "call", None)  # a ResilientClient: retried, else spooled
+    if call is not None:
+        return call(
+            "log_model", lambda p, tags: _log_model(run, p, tags), Path(policy_dir), tags=dict(tags or {})
+        )
+    return _log_model(run, Path(policy_dir), tags)
+
+
+def _log_model(run: Run, policy_dir: Path, tags: Mapping[str, str] | None) -> str:
     import mlflow
     import mlflow.pyfunc
     from mlflow.models import infer_signature
@@ -45,6 +59,26 @@ def log_policy_model(run: Run, policy_dir: Path, *, tags: Mapping[str, str] | No
         artifacts={"policy": str(policy_dir)},
         pip_requirements=[f"rlvf=={rlvf.__version__}"],
         signature=signature,
+        tags=dict(tags or {}),
+    )
+    run.model_id = info.model_id
+    return info.model_id
+
+
+def log_reward_model(run: Run, reward_dir: Path, *, tags: Mapping[str, str] | None = None) -> str:
+    """Log the reward model in `reward_dir` as the run's MLflow model `model/` (a pyfunc that
+    scores prompt/completion rows; its signature comes from `predict`'s type hints); returns
+    its model id."""
+    import mlflow.pyfunc
+
+    import rlvf
+    from rlvf.rewards.reward_model import ARTIFACT
+
+    info = mlflow.pyfunc.log_model(
+        name=schema.MODEL_ARTIFACT,
+        python_model=str(REWARD_PYFUNC_CODE),
+        artifacts={ARTIFACT: str(reward_dir)},
+        pip_requirements=[f"rlvf=={rlvf.__version__}"],
         tags=dict(tags or {}),
     )
     run.model_id = info.model_id
@@ -74,7 +108,24 @@ def register_policy(
     alias: str | None,
     tags: Mapping[str, Any],
 ) -> Any:
-    """Register the logged model `model_id` as a new version of `name`, tag it, move `alias`."""
+    """Register the logged model `model_id` as a new version of `name`, tag it, move `alias`;
+    returns the version (None: the server is away and the registration waits in the spool)."""
+    call = getattr(run.client, "call", None)
+    if call is not None:
+        return call(
+            "register",
+            lambda **kw: _register(run, **kw),
+            model_id=model_id,
+            name=name,
+            alias=alias,
+            tags=dict(tags),
+        )
+    return _register(run, model_id=model_id, name=name, alias=alias, tags=tags)
+
+
+def _register(
+    run: Run, *, model_id: str | None, name: str, alias: str | None, tags: Mapping[str, Any]
+) -> Any:
     import mlflow
 
     version = mlflow.register_model(

@@ -33,10 +33,18 @@ from typing import Any
 from rlvf.errors import UserError
 from rlvf.records import RecordError, write_jsonl
 from rlvf.tracking import schema
+from rlvf.tracking.spool import spooled
 
 TAG_ERROR = "rlvf.error"  # the one-line error of a FAILED / KILLED run
 MAX_TAG_CHARS = 5000
 MAX_PARAM_CHARS = 6000
+
+
+class RunSpooled(UserError):
+    """The run ended while its tracking server was unreachable: it is kept in a spool on disk
+    (`rlvf.tracking.spool`) for `rlvf upload`. Exit status 75 (EX_TEMPFAIL): try again later."""
+
+    code = 75
 
 
 class RunKilled(BaseException):
@@ -58,6 +66,9 @@ def _quiet_mlflow() -> None:
     import logging
 
     logging.getLogger("mlflow.tracking.fluent").setLevel(logging.WARNING)  # "Active model is set ..."
+    from rlvf.tracking.spool import bound_http_retries
+
+    bound_http_retries()
 
 
 def tracking_uri() -> str:
@@ -156,11 +167,14 @@ class Run:
         self.model_id: str | None = None  # the logged model metrics attach to, once there is one
         self.health: list[str] = []
         self.invariants_hash = ""
+        self.logged_steps: dict[str, int] = {}  # a resumed run's metrics: key -> last step it has
 
     # ---- metrics, buffered
     def metric(self, key: str, value: float, step: int = 0, timestamp_ms: int | None = None) -> None:
         from mlflow.entities import Metric
 
+        if step <= self.logged_steps.get(key, -1):
+            return  # a resumed run already has it (the steps since the checkpoint are redone)
         ts = timestamp_ms if timestamp_ms is not None else int(time.time() * 1000)
         with self._lock:
             self._metrics.append(Metric(key, float(value), ts, int(step), model_id=self.model_id))
@@ -353,12 +367,19 @@ def start_run(
     invariants: Mapping[str, Any] | None = None,
     base_revision: str | None = None,
     extra_tags: Mapping[str, Any] | None = None,
+    child_of: str | None = None,
+    resume: str | None = None,
 ) -> Iterator[Run]:
     """Open (or attach to) the run for one entry-point call of `cfg`; see the module doc.
 
+    `child_of`: open a new run nested under that run, which must be the active one (a round
+    of an iterative method); it never attaches to the run `mlflow run` created, which is
+    the parent's.
+
     On an exception the run ends FAILED (KILLED for Ctrl-C / SIGTERM) with `rlvf.error`
     holding the one-line error and, for unexpected errors, `error.txt` the traceback; the
-    exception propagates.
+    exception propagates. `resume`: reopen that ended run instead (checked by
+    `rlvf.pipeline.resume`): params it has are kept, metrics at steps it has are not re-sent.
     """
     _quiet_mlflow()
     import mlflow
@@ -368,21 +389,42 @@ def start_run(
     from rlvf.tracking.store import open_store, use_experiment
 
     open_store()
-    env_run = os.environ.get("MLFLOW_RUN_ID", "").strip()
-    if env_run:
+    env_run = "" if child_of else os.environ.get("MLFLOW_RUN_ID", "").strip()
+    if resume:
+        if env_run and env_run != resume:  # `mlflow run -P tracking.resume=...` made one for nothing
+            liveness.discard_unopened_env_run(f"replaced by the resumed run {resume}")
+            env_run = ""
+        _reopen(resume)
+    elif env_run:
         get_run(env_run, "MLFLOW_RUN_ID")
-    elif cfg.get("tracking.experiment") and not os.environ.get("MLFLOW_EXPERIMENT_ID"):
+    elif cfg.get("tracking.experiment") and not os.environ.get("MLFLOW_EXPERIMENT_ID") and not child_of:
         use_experiment(cfg["tracking.experiment"])
-    nested = mlflow.active_run() is not None and not env_run
+    nested = mlflow.active_run() is not None and not env_run and not resume
+    # MLflow attaches a run started without a run id to MLFLOW_RUN_ID (hidden for a child),
+    # and unsets it when any run ends (put back for the parent when a child ends).
+    hidden = os.environ.pop("MLFLOW_RUN_ID", None) if child_of else None
     try:
         active = mlflow.start_run(
-            run_id=env_run or None,
-            run_name=None if env_run else cfg.get("tracking.run_name"),
+            run_id=resume or env_run or None,
+            run_name=None if env_run or resume else cfg.get("tracking.run_name"),
             nested=nested,
+            parent_run_id=child_of,
         )
     except MlflowException as e:
         raise UserError(f"could not start an MLflow run in {tracking_uri()}: {_one_line(e)}") from None
-    run = Run(active.info.run_id, client())
+    finally:
+        if hidden is not None:
+            os.environ["MLFLOW_RUN_ID"] = hidden
+    from rlvf.tracking.spool import ResilientClient, run_folder
+
+    rid = active.info.run_id
+    outage_s = float(cfg.get("tracking.outage_s") or 60.0)
+    run = Run(
+        rid, ResilientClient(client(), rid, tracking_uri(), outage_s, lambda: run_folder(cfg, rid) / "spool")
+    )
+    recorded = client().get_run(resume) if resume else None
+    if recorded is not None:
+        run.logged_steps = {m.key: m.step for m in recorded.data._metric_objs}
     print(
         f"[rlvf] {cfg.method} run {run.run_id} (recipe {getattr(cfg, 'recipe', '?')}, config_hash {cfg.hash}) "
         f"in {tracking_uri()}",
@@ -392,7 +434,10 @@ def start_run(
     status = "FINISHED"
     with _Signals() as signals:
         try:
-            run.params(config_params(cfg))
+            params = config_params(cfg)
+            if recorded is not None:  # MLflow refuses a changed param; the hashed ones are equal
+                params = {k: v for k, v in params.items() if k not in recorded.data.params}
+            run.params(params)
             tags = run_tags(
                 cfg,
                 kind,
@@ -405,7 +450,8 @@ def start_run(
             tags[liveness.TAG_PROC] = liveness.proc_tag()
             run.tags(tags)
             run.invariants_hash = tags[schema.TAG_INVARIANTS_HASH]
-            run.log_text(schema.CONFIG_ARTIFACT, cfg.to_yaml())
+            if recorded is None:
+                run.log_text(schema.CONFIG_ARTIFACT, cfg.to_yaml())
             yield run
             signals.shield()
             run.flush()
@@ -425,15 +471,43 @@ def start_run(
                 run.close()
             with contextlib.suppress(Exception):  # what `mlflow run` may overwrite; see liveness
                 run.client.set_tag(run.run_id, liveness.TAG_STATUS, status)
-                if env_run and status != "FINISHED":
+                if env_run and status != "FINISHED" and not spooled(run):
                     liveness.restore_after_wrapper(run.run_id, status)
+            if spooled(run):  # the end goes into the spool too; `rlvf upload` records it
+                run.client.set_terminated(run.run_id, status)
+                if status != "FINISHED":  # the error follows; the run waits on disk all the same
+                    where = spooled(run).root
+                    print(
+                        f"[rlvf] run {run.run_id} ({status}) is kept in {where}: rlvf upload {where}",
+                        file=sys.stderr,
+                    )
             with contextlib.suppress(Exception):
                 if mlflow.active_run() is not None and mlflow.active_run().info.run_id == run.run_id:
                     mlflow.end_run(status)
                 else:
-                    client().set_terminated(run.run_id, status)
+                    run.client.set_terminated(run.run_id, status)
+            if hidden is not None:
+                os.environ["MLFLOW_RUN_ID"] = hidden
             with contextlib.suppress(Exception):
                 mlflow.clear_active_model()
+    spool = spooled(run)
+    if spool is not None:
+        raise RunSpooled(
+            f"tracking server {tracking_uri()} was unreachable: run {run.run_id} is kept in "
+            f"{spool.root}; when the server is back: rlvf upload {spool.root}"
+        )
+
+
+def _reopen(run_id: str) -> None:
+    """Before an ended run is RUNNING again: name this process as its owner (so no sweep takes
+    it for abandoned) and drop the error and status of its last end."""
+    from rlvf.tracking import liveness
+
+    c = client()
+    c.set_tag(run_id, liveness.TAG_PROC, liveness.proc_tag())
+    for key in (TAG_ERROR, liveness.TAG_STATUS, "mlflow.note.content"):
+        with contextlib.suppress(Exception):
+            c.delete_tag(run_id, key)
 
 
 def _record_error(run: Run, message: str, trace: str | None) -> None:

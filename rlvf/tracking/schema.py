@@ -31,12 +31,22 @@ A run is one entry-point call. Its layout:
       model's, when recorded: ``base_lm_eval/TASK/METRIC`` (and ``_stderr``).
     - training (additions): ``train/cost_usd`` when known; the report reads the loss curve
       from the step history of ``train/loss``.
+    - reward models (``rm`` runs, no ``eval/`` metrics): ``rm/heldout_accuracy``,
+      ``rm/heldout_margin``, ``rm/heldout_pairs``, ``rm/heldout_prompts`` (pairs of prompts
+      never trained on), ``rm/train_accuracy``, ``rm/train_margin``, ``rm/train_pairs``,
+      ``rm/train_prompts``; TRL's ``train/accuracy`` and ``train/margin`` (stepped).
+    - best-of-N (eval runs with ``eval.select``): ``eval/bon/{rm,random,oracle}_pass1``,
+      ``eval/bon/rm_gain``, ``eval/bon/n``; per suite S ``eval/bon/S/...`` with ``_std`` over
+      seeds and ``eval/bon/S/seed_X/...`` (artifact ``bon/S/selections.jsonl``).
 - artifacts:
     - ``config.yaml``: the full config.
     - ``eval/S/result.json``: an `rlvf.records.EvalResult` (per-task pass vectors per seed).
     - ``eval/S/outcomes.jsonl`` and ``eval/S/samples.jsonl``: per-sample records.
-    - ``data/pairs.jsonl`` (pairs runs), ``data/sft.jsonl`` (SFT data).
-    - ``model/``: the logged MLflow model (adapter, or full weights for the tiny model).
+    - ``data/pairs.jsonl`` (pairs runs), ``data/sft.jsonl`` (SFT data),
+      ``rm/heldout_pairs.jsonl`` (rm runs: the pairs held out of training).
+    - ``model/``: the logged MLflow model (adapter, or full weights for the tiny model; for
+      an rm run, the reward model with its score head, whose directory holds
+      ``rlvf_reward_model.json``).
     - ``lm_eval/results.json``: lm-eval's results JSON (configs, versions, n-samples; samples
       left out) and ``lm_eval/samples/TASK.jsonl``: its per-sample logs (``base_lm_eval/`` alike).
 - lm-eval tags: ``rlvf.lm_eval.version`` (the lm-eval package), ``rlvf.lm_eval.task_version.TASK``
@@ -47,8 +57,12 @@ A run is one entry-point call. Its layout:
 from __future__ import annotations
 
 TAG_PREFIX = "rlvf."
-TAG_METHOD = "rlvf.method"  # base | sft | dpo | grpo | ppo | rm | kto | orpo | eval | pairs | bootstrap
-TAG_KIND = "rlvf.kind"  # train | eval | pairs | bootstrap | imported
+TAG_METHOD = (
+    "rlvf.method"  # base | sft | dpo | grpo | online_dpo | ppo | rm | kto | orpo | eval | pairs | bootstrap
+)
+TAG_KIND = (
+    "rlvf.kind"  # train | eval | pairs | bootstrap | imported | round (a nested round of iterative DPO)
+)
 TAG_BASE_MODEL = "rlvf.base_model"  # hub id or "embedded:<config>"
 TAG_BASE_REVISION = "rlvf.base_revision"
 TAG_CONFIG_HASH = "rlvf.config_hash"

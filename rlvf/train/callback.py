@@ -55,8 +55,10 @@ class TrackingCallback(TrainerCallback):
         run: Any | None,
         rename: Mapping[str, str] | None = None,
         health: Callable[[list[dict[str, float]]], list[str]] | None = None,
+        summary: bool = True,
     ):
         self.run = run
+        self.summary = summary
         self.rename = dict(rename or {})
         self.health = health
         self.history: list[dict[str, float]] = []
@@ -84,6 +86,8 @@ class TrackingCallback(TrainerCallback):
             for k, v in row.items():
                 if math.isfinite(v):
                     self.run.metric(k, v, step=state.global_step)
+            if control.should_save:  # in the store before the checkpoint a resume starts after
+                self.run.flush()
 
     def on_train_end(self, args, state, control, **kwargs):
         self.wall_s = time.perf_counter() - self.t0
@@ -91,12 +95,25 @@ class TrackingCallback(TrainerCallback):
         if self.run is None:
             return
         self.run.background(None)
-        self.run.metrics(
-            {"train/steps": self.steps, "train/wall_s": self.wall_s, "train/peak_mem_mb": peak_mem_mb()}
-        )
-        for flag in health_flags(self.history, self.health):
-            self.run.add_health(flag)
+        if self.summary:
+            log_summary(self.run, self.history, self.steps, self.wall_s, peak_mem_mb(), self.health)
         self.run.flush()
+
+
+def log_summary(
+    run: Any,
+    history: list[dict[str, float]],
+    steps: int,
+    wall_s: float,
+    peak_mb: float,
+    health: Callable[[list[dict[str, float]]], list[str]] | None = None,
+) -> None:
+    """What every training run records once training ends: steps, wall time, peak memory and
+    the health flags of its history."""
+    run.metrics({"train/steps": steps, "train/wall_s": wall_s, "train/peak_mem_mb": peak_mb})
+    for flag in health_flags(history, health):
+        run.add_health(flag)
+    run.flush()
 
 
 def health_flags(

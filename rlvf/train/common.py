@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import os
+import shutil
 import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -65,12 +66,32 @@ def lora_spec(cfg: Any):
 
 
 def output_dir(cfg: Any, run_id: str | None) -> Path:
-    root = cfg.get("tracking.output_dir")
-    if root:
-        p = Path(root).expanduser() / (run_id or "local")
-        p.mkdir(parents=True, exist_ok=True)
-        return p
-    return Path(tempfile.mkdtemp(prefix=f"rlvf-{cfg.method}-"))
+    """The run's own folder (checkpoints, the trained policy): tracking.output_dir/<run id>, by
+    default under $RLVF_HOME/runs. Stable per run, so `--resume RUN_ID` finds it after a crash."""
+    if run_id is None:
+        return Path(tempfile.mkdtemp(prefix=f"rlvf-{cfg.method}-"))
+    from rlvf.tracking.spool import run_folder
+
+    p = run_folder(cfg, run_id)
+    p.mkdir(parents=True, exist_ok=True)
+    return p
+
+
+def last_checkpoint(trainer_dir: Path) -> Path | None:
+    """The newest complete TRL/transformers checkpoint under `trainer_dir` (None: none).
+
+    transformers writes `trainer_state.json` last, so a checkpoint without it was cut short
+    by the crash; such folders are removed (the trainer writes that step again)."""
+    best: tuple[int, Path] | None = None
+    for d in Path(trainer_dir).glob("checkpoint-*"):
+        step = d.name.removeprefix("checkpoint-")
+        if not (d.is_dir() and step.isdigit()):
+            continue
+        if not (d / "trainer_state.json").is_file():
+            shutil.rmtree(d, ignore_errors=True)
+        elif best is None or int(step) > best[0]:
+            best = (int(step), d)
+    return best[1] if best else None
 
 
 def shared_trainer_args(cfg: Any, out: Path, device: str) -> dict[str, Any]:
@@ -89,7 +110,7 @@ def shared_trainer_args(cfg: Any, out: Path, device: str) -> dict[str, Any]:
         lr_scheduler_type=cfg["train.lr_scheduler"],
         warmup_steps=cfg["train.warmup_ratio"],  # transformers 5: a float < 1 is a ratio
         weight_decay=cfg["train.weight_decay"],
-        per_device_train_batch_size=cfg["train.batch_size"],
+        per_device_train_batch_size=per_device_batch(cfg["train.batch_size"]),
         gradient_accumulation_steps=cfg["train.grad_accum"],
         gradient_checkpointing=cfg["train.gradient_checkpointing"],
         logging_steps=cfg["train.logging_steps"],
@@ -97,13 +118,30 @@ def shared_trainer_args(cfg: Any, out: Path, device: str) -> dict[str, Any]:
         seed=cfg["seed"],
         data_seed=cfg["seed"],
         report_to=[],
-        save_strategy="no",
+        # checkpoints (optimizer and RNG state too) are what `--resume` continues from
+        save_strategy="steps" if cfg.get("train.save_steps") else "no",
+        save_steps=cfg.get("train.save_steps") or 500,
+        save_total_limit=cfg.get("train.save_total_limit") or 2,
         bf16=bf16,
         fp16=False,
         use_cpu=not cuda,
         dataloader_num_workers=0,
         disable_tqdm=not cfg["tracking.progress"],
     )
+
+
+def per_device_batch(batch_size: int) -> int:
+    """`train.batch_size` is the global batch: each of the data-parallel ranks takes its share,
+    so one process and several train on the same batches."""
+    from rlvf.errors import UserError
+    from rlvf.train.ranks import world_size
+
+    world = world_size()
+    if batch_size % world:
+        raise UserError(
+            f"train.batch_size {batch_size} does not split evenly over {world} training processes"
+        )
+    return batch_size // world
 
 
 def trainer_args(cfg: Any, out: Path, device: str, training: Any | None = None) -> dict[str, Any]:
@@ -131,11 +169,17 @@ def train_policy(
     extra_callbacks: Sequence[Any] = (),
 ) -> TrainResult:
     """Train `cfg`'s policy with `method` (an `rlvf.methods.Method`) on `rows`; the result
-    (weights or adapter) is saved to out/policy. Progress bars follow cfg.tracking.progress."""
+    (weights or adapter) is saved to out/policy. Progress bars follow cfg.tracking.progress.
+    On CPU, with `train.processes` > 1, training runs in that many processes (`rlvf.train.ranks`)."""
+    from rlvf.train.ranks import train_in_processes, wanted
+
+    world = wanted(method, cfg, device_of(cfg)) if not extra_callbacks else 1
+    if world > 1:
+        return train_in_processes(method, cfg, rows, out, run=run, init_dir=init_dir, world=world)
     with quiet(cfg["tracking.progress"]):
         return _train_policy(
             method, cfg, rows, out, run=run, init_dir=init_dir, extra_callbacks=extra_callbacks
-        )
+        )[0]
 
 
 def _train_policy(
@@ -147,17 +191,23 @@ def _train_policy(
     run: Any | None,
     init_dir: Path | None,
     extra_callbacks: Sequence[Any],
-) -> TrainResult:
+    summary: bool = True,
+    save: bool = True,
+    keep_model: bool = False,
+) -> tuple[TrainResult, Any]:
+    """Train in this process; `summary` off leaves the summary metrics to the caller (ranks),
+    `save` off skips writing the policy (ranks other than 0). Returns the result and, with
+    `keep_model`, the trained model."""
     from rlvf.models.loader import load_policy, peft_config
     from rlvf.train.callback import TrackingCallback
 
     training = method.training
     spec = base_spec(cfg, init_dir)
     device = device_of(cfg)
-    model, tok = load_policy(spec, trainable=True)
+    model, tok = (training.load_model or load_policy)(spec, trainable=True)
     tok.padding_side = "right"  # training pads on the right; generation (left) reloads the tokenizer
     args = training.config_class()(**trainer_args(cfg, out / "trainer", device, training))
-    callback = TrackingCallback(run, rename=training.rename, health=training.health)
+    callback = TrackingCallback(run, rename=training.rename, health=training.health, summary=summary)
     trainer = training.make_trainer(
         cfg,
         model=model,
@@ -168,10 +218,10 @@ def _train_policy(
         callbacks=[callback, *extra_callbacks],
     )
     quiet_progress(trainer, show=bool(cfg["tracking.progress"]))
-    trainer.train()
-    policy = save_policy(trainer, tok, out / "policy", cfg, spec)
+    trainer.train(resume_from_checkpoint=_resume_from(out / "trainer"))
+    policy = save_policy(trainer, tok, out / "policy", cfg, spec) if save else None
     tok.padding_side = "left"
-    return TrainResult(
+    result = TrainResult(
         policy_dir=out / "policy",
         spec=policy,
         steps=callback.steps,
@@ -179,6 +229,13 @@ def _train_policy(
         n_examples=len(rows),
         history=callback.history,
     )
+    return result, (trainer.model if keep_model else None)
+
+
+def _resume_from(trainer_dir: Path) -> str | None:
+    """The checkpoint a resumed run continues from; a new run's folder has none."""
+    ckpt = last_checkpoint(trainer_dir) if trainer_dir.is_dir() else None
+    return str(ckpt) if ckpt else None
 
 
 @contextlib.contextmanager

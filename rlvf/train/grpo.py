@@ -246,10 +246,14 @@ def merge_rows(outputs: list[dict[str, Any]], picks: list[tuple[int, int]], pad_
     return merged
 
 
-def _make_trainer_class():
-    from trl import GRPOTrainer
+def _make_trainer_class(base: type | None = None):
+    """rlvf's subclass of TRL's GRPOTrainer, or of `base`, a trainer with the same
+    `_generate_and_score_completions` contract (RLOOTrainer): rollouts recorded, and dynamic
+    sampling when the settings ask for it (GRPO's batch layout only)."""
+    if base is None:
+        from trl import GRPOTrainer as base
 
-    class RlvfGRPOTrainer(GRPOTrainer):
+    class RlvfGRPOTrainer(base):
         """GRPOTrainer + dynamic sampling + the rollout recorder (see the module docstring)."""
 
         def setup_rlvf(
