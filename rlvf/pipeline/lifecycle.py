@@ -100,7 +100,9 @@ def run_training(method: Any, cfg: Any) -> StageResult:
             run_rounds(method, cfg, run, res, init=init, inputs=inputs, n_rounds=n_rounds)
         else:
             out = resume.output_dir if resume else output_dir(cfg, run.run_id)
-            run.tags({resuming.TAG_OUTPUT_DIR: str(out), resuming.TAG_RESUMED: resume.step if resume else None})
+            run.tags(
+                {resuming.TAG_OUTPUT_DIR: str(out), resuming.TAG_RESUMED: resume.step if resume else None}
+            )
             finished = False
             try:
                 ctx = DataContext(cfg, run, init, inputs)
