@@ -129,7 +129,8 @@ def test_kill_9_then_resume_continues_the_same_run_from_its_checkpoint(tmp_path,
     done = max(_steps(client, rid))
     ckpt = last_checkpoint(tmp_path / "out" / rid / "trainer")
     kept = int(ckpt.name.split("-")[1])
-    assert 2 * SAVE_EVERY <= kept < done < STEPS, (kept, done)
+    # (a kill that lands just after a checkpoint loses nothing: kept == done)
+    assert 2 * SAVE_EVERY <= kept <= done < STEPS, (kept, done)
 
     # another config (learning rate) is refused before anything changes
     with pytest.raises(UserError, match=rf"^--resume {rid}: the run has config_hash \w+, this config \w+: "):

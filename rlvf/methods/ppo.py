@@ -203,8 +203,8 @@ def _tracking(callbacks: Any) -> Any:
 
 def make_trainer(cfg: Any, *, model, tok, rows, args, peft_config, callbacks):
     from rlvf.evaluate import load_tasks
-    from rlvf.methods.grpo import heldout_pass1
     from rlvf.rl.rollouts import RolloutRecorder
+    from rlvf.train.online import heldout_pass1
     from rlvf.train.ppo import PPOTrainer
 
     s = settings(cfg)

@@ -62,7 +62,7 @@ def run_rounds(
 
     from rlvf.methods import Inputs
     from rlvf.pipeline.base import base_revision
-    from rlvf.pipeline.lifecycle import DataContext, cleanup
+    from rlvf.pipeline.lifecycle import DataContext
     from rlvf.tracking.runs import start_run
     from rlvf.train.common import output_dir, train_policy
 
@@ -112,13 +112,22 @@ def run_rounds(
             result.summary.append(f"round {r} (run {child.run_id[:8]}): {line}")
             log(f"round {r} done in {time.perf_counter() - t0:.1f}s: {line}")
             if len(outs) > 1:  # the policy the finished round started from is no longer needed
-                cleanup(outs[-2], cfg)
+                _remove(outs[-2], cfg)
             source = PolicySource(trained.policy_dir, child.run_id, method=method.name)
         run.metrics({"train/steps": steps, "train/wall_s": wall, "rounds/n": n_rounds})
         finish_training(cfg, run, trained, result, evals=evals)
     finally:
         for out in outs:
-            cleanup(out, cfg)
+            _remove(out, cfg)
+
+
+def _remove(out: Any, cfg: Any) -> None:
+    """A round's folder, once its policy is no longer needed (rounds are not resumable: a
+    crashed iterative run starts again), unless the user chose where folders go."""
+    import shutil
+
+    if not cfg["tracking.output_dir"]:
+        shutil.rmtree(out, ignore_errors=True)
 
 
 def _log_round(
