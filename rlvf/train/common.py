@@ -218,7 +218,8 @@ def _train_policy(
         callbacks=[callback, *extra_callbacks],
     )
     quiet_progress(trainer, show=bool(cfg["tracking.progress"]))
-    trainer.train(resume_from_checkpoint=_resume_from(out / "trainer"))
+    ckpt = _resume_from(out / "trainer")
+    trainer.train(**({"resume_from_checkpoint": ckpt} if ckpt else {}))
     policy = save_policy(trainer, tok, out / "policy", cfg, spec) if save else None
     tok.padding_side = "left"
     result = TrainResult(
