@@ -203,5 +203,6 @@ METHOD = Method(
         curves=("train/loss", "train/pairs", "train/reward_mean", "train/rewards_margins"),
         health=health,
         examples=examples,
+        processes=False,  # samples and verifies inside the loop
     ),
 )
