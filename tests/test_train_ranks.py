@@ -1,6 +1,10 @@
 """Training in two CPU processes (`train.processes: 2`, gloo through accelerate) against one
 process with the same global batch: same steps, the same curve within float tolerance, one
-policy written, and the ranks' weights checked identical by the parent."""
+policy written, and the ranks' weights checked identical by the parent.
+
+The comparison uses plain sigmoid DPO: its loss is a mean over pairs, which two equal halves
+average exactly. A token-mean term (the default recipe's SFT term) is averaged per rank, as in
+any data-parallel run, and agrees only to about a percent."""
 
 from __future__ import annotations
 
@@ -21,6 +25,8 @@ def _train(tmp_path, processes: int):
             f"train.processes={processes}",
             "train.max_steps=3",
             "train.batch_size=4",
+            "dpo.loss_type=[sigmoid]",
+            "dpo.loss_weights=null",
             "tracking.progress=false",
         ],
     )
@@ -38,7 +44,7 @@ def test_two_processes_train_like_one_with_the_same_global_batch(tmp_path):
     loss = lambda r: [h["train/loss"] for h in r.history if "train/loss" in h]  # noqa: E731
     assert len(loss(one)) == len(loss(two)) == 3
     for a, b in zip(loss(one), loss(two), strict=True):
-        assert math.isclose(a, b, rel_tol=5e-3), (loss(one), loss(two))
+        assert math.isclose(a, b, rel_tol=1e-3), (loss(one), loss(two))
     # only rank 0 wrote the policy, and it loads
     assert (tmp_path / "p2" / "policy" / "model.safetensors").is_file()
     assert not (tmp_path / "p2" / "ranks" / "error.txt").exists()
