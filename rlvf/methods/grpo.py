@@ -140,8 +140,9 @@ def build_data(ctx: Any) -> list[Task]:
     return prompts_data(ctx, "grpo-prompts")
 
 
-def prompts_data(ctx: Any, name: str) -> list[Task]:
-    """The training prompts (data.suite), logged as the run's dataset `name` (GRPO, RLOO)."""
+def prompts_data(ctx: Any, name: str, lineage: dict[str, Any] | None = None) -> list[Task]:
+    """The training prompts (data.suite), logged as the run's dataset `name` (GRPO, RLOO, PPO,
+    online DPO); `lineage` adds what else decides the rewards (PPO's reward spec)."""
     from rlvf.pipeline.sampling import training_tasks
     from rlvf.tracking.inputs import log_dataset
 
@@ -158,6 +159,7 @@ def prompts_data(ctx: Any, name: str) -> list[Task]:
             "per_cell": cfg["data.per_cell"],
             "limit": cfg["data.limit"],
             "policy": ctx.policy_name,
+            **(lineage or {}),
             "verifier": f"rlvf.verify timeout={cfg['verify.timeout']}",
         },
     )

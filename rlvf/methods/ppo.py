@@ -161,28 +161,10 @@ def resolve(cfg: Any) -> Inputs:
 
 
 def build_data(ctx: Any) -> list[Task]:
-    """The training prompts (data.suite), logged as the run's dataset."""
-    from rlvf.pipeline.sampling import training_tasks
-    from rlvf.tracking.inputs import log_dataset
+    """The training prompts (data.suite), logged as the run's dataset (as GRPO logs them)."""
+    from rlvf.methods import grpo
 
-    cfg, run = ctx.cfg, ctx.run
-    tasks = training_tasks(cfg)
-    run.metrics({"data/tasks": len(tasks)})
-    log_dataset(
-        run,
-        [{"task_id": t.task_id, "prompt": t.prompt} for t in tasks],
-        name="ppo-prompts",
-        artifact_path="data/prompts.jsonl",
-        lineage={
-            "suite": cfg["data.suite"],
-            "per_cell": cfg["data.per_cell"],
-            "limit": cfg["data.limit"],
-            "policy": ctx.policy_name,
-            "reward": cfg["ppo.reward"],
-            "verifier": f"rlvf.verify timeout={cfg['verify.timeout']}",
-        },
-    )
-    return tasks
+    return grpo.prompts_data(ctx, "ppo-prompts", {"reward": ctx.cfg["ppo.reward"]})
 
 
 def config_class() -> type:
