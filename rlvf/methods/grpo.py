@@ -113,6 +113,7 @@ def settings(cfg: Any):
         verify_timeout=cfg["verify.timeout"],
         verify_workers=cfg["verify.workers"],
         progress=bool(cfg["tracking.progress"]),
+        gradient_checkpointing=bool(cfg["train.gradient_checkpointing"]),
     )
 
 

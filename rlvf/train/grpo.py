@@ -78,6 +78,7 @@ class GRPOSettings:
     verify_workers: int | None = None
     rollout_log_every: int = 1
     progress: bool = False
+    gradient_checkpointing: bool = False  # TRL's GRPOConfig turns it on; a small model on a CPU pays for it
 
     def __post_init__(self) -> None:
         if self.num_generations < 2:
@@ -378,6 +379,7 @@ def grpo_config(settings: GRPOSettings, out: Path, device: str):
         use_cpu=not cuda,
         dataloader_num_workers=0,
         disable_tqdm=not settings.progress,
+        gradient_checkpointing=settings.gradient_checkpointing,
         remove_unused_columns=False,  # the reward needs the task_id column
         log_completions=False,  # rlvf keeps every rollout itself
     )
