@@ -126,11 +126,19 @@ def register_policy(
 def _register(
     run: Run, *, model_id: str | None, name: str, alias: str | None, tags: Mapping[str, Any]
 ) -> Any:
+    import contextlib
+    import io
+
     import mlflow
 
-    version = mlflow.register_model(
-        f"models:/{model_id}", name, tags={k: str(v) for k, v in tags.items()}, await_registration_for=0
-    )
+    from rlvf.console import verbose
+
+    # MLflow prints "Successfully registered ..." / "Created version ..." itself; rlvf says it once
+    chatter = contextlib.nullcontext() if verbose() else contextlib.redirect_stderr(io.StringIO())
+    with chatter:
+        version = mlflow.register_model(
+            f"models:/{model_id}", name, tags={k: str(v) for k, v in tags.items()}, await_registration_for=0
+        )
     if alias:
         run.client.set_registered_model_alias(name, alias, version.version)
     run.tags({"rlvf.registered_model": name, "rlvf.registered_version": str(version.version)})

@@ -113,6 +113,9 @@ def shared_trainer_args(cfg: Any, out: Path, device: str) -> dict[str, Any]:
         per_device_train_batch_size=per_device_batch(cfg["train.batch_size"]),
         gradient_accumulation_steps=cfg["train.grad_accum"],
         gradient_checkpointing=cfg["train.gradient_checkpointing"],
+        # every trainable weight gets a gradient in every step; searching for unused ones costs
+        # a graph walk per step and prints a warning on every rank
+        ddp_find_unused_parameters=False,
         logging_steps=cfg["train.logging_steps"],
         logging_first_step=True,
         seed=cfg["seed"],

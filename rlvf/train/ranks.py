@@ -158,9 +158,11 @@ def share_datasets_cache(path: Path) -> None:
 
 def main(workdir: str, rank: int) -> int:
     """One rank: rebuild the config and the method from the job, train, report."""
+    from rlvf.console import quiet_libraries
     from rlvf.runtime import die_with_parent
 
     die_with_parent()
+    quiet_libraries()  # a rank is part of the same console: the same quiet rules apply
     work = Path(workdir)
     try:
         return _rank(work, rank)
