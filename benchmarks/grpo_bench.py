@@ -90,7 +90,7 @@ def run_path(args, rollouts: str, tasks, timers: dict[str, float]) -> dict:
     )
     lora = LoraSpec(r=8, alpha=16, dropout=0.0)
     result = train_grpo(
-        PolicySpec(base=args.policy, device="cpu"),
+        PolicySpec(base=args.policy, device=args.device),
         tasks,
         settings,
         Path(tempfile.mkdtemp(prefix=f"grpo-bench-{rollouts}-")),
@@ -118,6 +118,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--max-completion-length", type=int, default=128)
     ap.add_argument("--temperature", type=float, default=0.8)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--device", default="cpu", help="cpu, or cuda on a GPU machine (scripts/gpu_check.sh)")
     ap.add_argument("--json", type=str, default=None, help="also write the figures here")
     args = ap.parse_args(argv)
 
@@ -137,6 +138,8 @@ def main(argv: list[str] | None = None) -> int:
         f"cpu: {cpu_model()}; torch cpu capability: {torch.backends.cpu.get_cpu_capability()}; "
         f"cores: {os.cpu_count()}; threads: {os.environ.get('RLVF_THREADS', '1 (rlvf default)')}"
     )
+    if args.device.startswith("cuda"):
+        print(f"device: {args.device} ({torch.cuda.get_device_name(0)})")
     print(
         f"policy {args.policy}, {len(tasks)} tasks, {args.batch_size} completions/step "
         f"({args.num_generations} per prompt), max {args.max_completion_length} tokens, "

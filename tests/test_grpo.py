@@ -46,7 +46,16 @@ def test_settings_are_checked() -> None:
     with pytest.raises(UserError, match="multiple of num_generations"):
         GRPOSettings(num_generations=3, batch_size=8)
     with pytest.raises(UserError, match="rollouts"):
-        GRPOSettings(rollouts="vllm-server")
+        GRPOSettings(rollouts="sglang")
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the CPU-only error")
+def test_vllm_rollouts_need_a_gpu() -> None:
+    from rlvf.train.grpo import vllm_args
+
+    assert vllm_args("rlvf") == {}
+    with pytest.raises(UserError, match="needs vllm installed and a CUDA GPU"):
+        vllm_args("vllm-colocate")
 
 
 def test_engine_returns_the_sampled_token_ids(tiny_model) -> None:

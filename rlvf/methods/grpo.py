@@ -77,7 +77,11 @@ SECTION: dict[str, Field] = {
     "max_infra_rate": Field(
         "float", "share of unjudged completions that stops the run", minimum=0.0, maximum=1.0
     ),
-    "rollouts": Field("str", "rollout engine: rlvf's sampler or TRL's generate", choices=("rlvf", "trl")),
+    "rollouts": Field(
+        "str",
+        "rollout engine: rlvf's sampler, TRL's generate, or vLLM through TRL (GPU only)",
+        choices=("rlvf", "trl", "vllm-colocate", "vllm-server"),
+    ),
     "eval_every": Field(
         "int", "held-out pass@1 (first eval seed) every N steps, and at the start (0: off)", minimum=0
     ),
@@ -175,6 +179,7 @@ def config_class() -> type:
 
 def trainer_args(cfg: Any) -> dict[str, Any]:
     from rlvf.rl.advantages import scale_for_loss
+    from rlvf.train.grpo import vllm_args
 
     args: dict[str, Any] = dict(
         learning_rate=_lr(cfg),
@@ -193,6 +198,7 @@ def trainer_args(cfg: Any) -> dict[str, Any]:
     )
     if cfg["grpo.max_steps"] is not None:
         args["max_steps"] = cfg["grpo.max_steps"]
+    args.update(vllm_args(cfg["grpo.rollouts"]))
     return args
 
 

@@ -40,7 +40,30 @@ from rlvf.rl.advantages import LOSS_TYPES, SCALE_MODES, scale_for_loss
 from rlvf.rl.dynamic import DynamicStats, dynamic_sample
 from rlvf.rl.rollouts import RolloutRecorder, rollouts_from_scored
 
-ROLLOUT_BACKENDS = ("rlvf", "trl")
+ROLLOUT_BACKENDS = ("rlvf", "trl", "vllm-colocate", "vllm-server")
+
+
+def vllm_args(rollouts: str) -> dict[str, Any]:
+    """TRL's vLLM settings for `rollouts` (none unless it names a vLLM mode).
+
+    `vllm-colocate` runs vLLM inside the training process, sharing the GPU; `vllm-server`
+    talks to a `trl vllm-serve` started beside it, at TRL's default address unless
+    RLVF_VLLM_SERVER_URL says otherwise (where the server runs does not change the results,
+    so it is not a config key). vLLM needs a CUDA GPU: on a CPU this is a one-line error.
+    """
+    import os
+
+    if not rollouts.startswith("vllm"):
+        return {}
+    from rlvf.generate.engine import vllm_available
+
+    if not vllm_available():
+        raise UserError(f"grpo: rollouts '{rollouts}' needs vllm installed and a CUDA GPU")
+    args: dict[str, Any] = {"use_vllm": True, "vllm_mode": rollouts.removeprefix("vllm-")}
+    url = os.environ.get("RLVF_VLLM_SERVER_URL")
+    if rollouts == "vllm-server" and url:
+        args["vllm_server_base_url"] = url
+    return args
 
 
 @dataclass(frozen=True)
@@ -93,6 +116,7 @@ class GRPOSettings:
             raise UserError(f"grpo: reward mode '{self.reward_mode}' is not one of {', '.join(REWARD_MODES)}")
         if self.rollouts not in ROLLOUT_BACKENDS:
             raise UserError(f"grpo: rollouts '{self.rollouts}' is not one of {', '.join(ROLLOUT_BACKENDS)}")
+        vllm_args(self.rollouts)  # vLLM without a GPU: the error comes before any run opens
         gen = self.generation_batch_size or self.batch_size * self.grad_accum
         if gen % self.num_generations:
             raise UserError(
@@ -382,6 +406,7 @@ def grpo_config(settings: GRPOSettings, out: Path, device: str):
         gradient_checkpointing=settings.gradient_checkpointing,
         remove_unused_columns=False,  # the reward needs the task_id column
         log_completions=False,  # rlvf keeps every rollout itself
+        **vllm_args(settings.rollouts),
     )
 
 
