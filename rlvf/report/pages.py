@@ -144,14 +144,23 @@ def wall_time(rec: dict) -> float | None:
 
 
 def cost_cells(rec: dict) -> list[str]:
-    """Wall time, GPU-hours (with the GPU when known) and dollars of one run."""
+    """One cell: wall time, then GPU-hours (with the GPU when known) and dollars when the run
+    recorded them (seeds 000/001 report both)."""
     t = rec.get("train") or {}
-    gpu_h = t.get("gpu_hours")
-    gpu = f"{gpu_h:.2f}" + (f" ({esc(rec['gpu'])})" if rec.get("gpu") else "") if gpu_h is not None else "—"
-    return [duration(wall_time(rec)), gpu, "—" if t.get("cost_usd") is None else f"${t['cost_usd']:.2f}"]
+    parts = [duration(wall_time(rec))]
+    if t.get("gpu_hours") is not None:
+        parts.append(f"{t['gpu_hours']:.2f} GPU-h" + (f" ({esc(rec['gpu'])})" if rec.get("gpu") else ""))
+    if t.get("cost_usd") is not None:
+        parts.append(f"${t['cost_usd']:.2f}")
+    return [", ".join(parts)]
 
 
-COST_HEADERS = ["Wall time", "GPU-hours", "Cost ($)"]
+COST_HEADERS = ["Cost (wall time, GPU-h, $)"]
+
+
+def metric_header(name: str) -> str:
+    """A long metric name (lm-eval's task/metric) as a header that may wrap after / and _."""
+    return esc(name).replace("/", "/<wbr>").replace("\\_", "\\_<wbr>")
 
 
 def slug(text: str) -> str:
@@ -227,7 +236,7 @@ class Site:
             headers += [f"{esc(s)} pass@{k} (%, ± std)" for k in ks[s]]
             if partial[s]:
                 headers.append(f"{esc(s)} partial credit (± std)")
-        headers += [f"{esc(n)} (± stderr)" for n in lm_names]
+        headers += [f"{metric_header(n)} (± stderr)" for n in lm_names]
         rows = []
         for r in self.runs:
             row = [
@@ -258,17 +267,9 @@ class Site:
         for row, r in zip(rows, self.runs, strict=True):
             row += cost_cells(r)
         body = self.summary()
-        body += (
-            f"## All runs\n\nOne row per run ({len(self.runs)} runs). pass@1 and pass@k: {PM_SEEDS} "
-            "(n = number of seeds), in percent; lm-eval metrics: "
-            f"{PM_LM}. Rows are comparable only within one invariants group (see "
-            "[Fairness](fairness.md)); significance of differences is on [Deltas](deltas.md).\n\n"
-        )
-        body += table(headers, rows) + "\n"
         for s in self.suites:
             runs = [r for r in self.runs if s in r["evals"]]
             p1 = [r["evals"][s]["summary"]["pass_at_1"] for r in runs]
-            body += f"## {esc(s)}\n\n"
             body += self.plot(
                 f"results-{slug(s)}",
                 plots.results_bars(
@@ -280,6 +281,13 @@ class Site:
                 f"pass@1 on {s}",
             )
             body += "\n"
+        body += (
+            f"## All runs\n\nOne row per run ({len(self.runs)} runs). pass@1 and pass@k: {PM_SEEDS} "
+            "(n = number of seeds), in percent; lm-eval metrics: "
+            f"{PM_LM}. Rows are comparable only within one invariants group (see "
+            "[Fairness](fairness.md)); significance of differences is on [Deltas](deltas.md).\n\n"
+        )
+        body += table(headers, rows) + "\n"
         if not self.runs:
             body += "No runs exported yet.\n"
         self.page("results.md", "Results", body)
@@ -305,7 +313,7 @@ class Site:
             lm_names = sorted({n for r in rs for n in r["lm_eval"]})
             headers = ["Method", "Run", "Started from", "Invariants"]
             headers += [f"{esc(s)} pass@1 (%, mean ± std over seeds)" for s in suites]
-            headers += [f"{esc(n)} (± stderr)" for n in lm_names] + COST_HEADERS
+            headers += [f"{metric_header(n)} (± stderr)" for n in lm_names] + COST_HEADERS
             rows = []
             for r in rs:
                 start = hh.started_from(r, self.records)
@@ -363,7 +371,7 @@ class Site:
             "its baseline), and against the chain's root. Each cell: Δ ± SE, then the verdict. pass@1: "
             f"Δ in percentage points, SE the combined {PM_SE}, significant only when the 2×SE rule and "
             "McNemar (p < 0.05) agree; lm-eval: SE from lm-eval's own stderr, the 2×SE rule.\n\n"
-            + table(["Phase", "Runs", *[esc(m) + " Δ ± SE" for m in metrics]], table_rows)
+            + table(["Phase", "Runs", *[metric_header(m) + " Δ ± SE" for m in metrics]], table_rows)
             + "\n"
         )
 

@@ -53,7 +53,7 @@ def results_bars(labels: list[str], means: list[float], stds: list[float], title
     y = list(range(n))[::-1]
     ax.barh(y, [m * 100 for m in means], xerr=[s * 100 for s in stds], color=BAR_COLOR, capsize=3)
     ax.set_yticks(y, labels, fontsize=8)
-    ax.set_xlabel("pass@1 (%), mean ± std over seeds")
+    ax.set_xlabel("pass@1 (%), mean ± std over eval seeds")
     ax.set_xlim(0, 100)
     ax.set_title(title)
     return _save(fig)
