@@ -293,9 +293,11 @@ def build_study(root: Path) -> dict:
         "sft",
         "sft",
         evals=[humaneval_result(SFT, flaky={1: {5}}), procedural_result(0.7)],
-        tags={schema.TAG_PARENT_RUN: ids["base"]},
+        tags={schema.TAG_PARENT_RUN: ids["base"], "rlvf.gpu_type": "H100"},
         loss=[2.0, 1.4, 0.9, 0.7, 0.5],
         train={"steps": 40, "wall_s": 900, "peak_mem_mb": 8192},
+        # what it cost, as rlvf.tracking.runinfo logs it when the recipe names a GPU and a price
+        curves={"cost/gpu_hours": [0.25], "cost/usd": [0.75]},
         register=("tiny-sft", None),
         # gsm8k's task version changed under it: its (much lower) number is not compared
         lm={"mmlu/acc": (0.47, 0.004), "gsm8k/exact_match_strict-match": (0.10, 0.01)},

@@ -86,7 +86,7 @@ def test_head_to_head_counts_add_up_and_lists_match_pass_vectors(study):
     recs = _records(study)
     text = _page(study, "head-to-head.md")
     sections = re.findall(
-        r"## (.+?) vs (.+?): (\S+)\n\n\| Improved.*?\n\|.*?\n\| (.+?) \|\n\n((?:\?\?\? \w+ \".*\"\n\n    .*\n\n)+)",
+        r"## (.+?) vs (.+?): (\S+)\n\n\| Improved.*?\n\|.*?\n\| (.+?) \|\n\n((?:\?\?\? \w+ \"(?:Improved|Regressed|Both fail|Both pass) \(\d+\)\"\n\n    .*\n\n)+)",
         text,
     )
     assert len(sections) == 9  # 8 baseline comparisons (one with 2 suites); the named pair is refused
@@ -145,7 +145,7 @@ def test_universally_hard_tasks_are_per_comparable_group(study):
         if r.startswith("| ") and "---" not in r
     }
     inv = {r["label"]: r["invariants_hash"] for r in _records(study).values()}
-    assert len(rows) == 1 + 3  # header + tiny greedy, tiny sampled, other-model
+    assert len(rows) == 1 + 4  # header + humaneval: tiny greedy, tiny sampled, other-model; procedural
     # tiny, greedy: base, sft, dpo, grpo; sampled: base_eval, kto, orpo; both fail 25..29
     for label in ("base", "kto"):
         row = rows[("tiny", f"`{inv[label]}`", "humaneval")]
@@ -181,12 +181,12 @@ def test_lm_eval_columns_forgetting_flag_and_task_version_refusal(study):
     results = _page(study, "results.md")
     all_runs = _section(results, "All runs")
     header = next(line for line in all_runs.splitlines() if line.startswith("| Run |"))
-    assert "gsm8k/exact\\_match\\_strict-match (± stderr)" in header
-    assert header.rstrip(" |").endswith("mmlu/acc (± stderr) | Wall time | GPU-hours | Cost ($)")
+    assert "gsm8k/<wbr>exact\\_<wbr>match\\_<wbr>strict-match (± stderr)" in header
+    assert header.rstrip(" |").endswith("mmlu/<wbr>acc (± stderr) | Cost (wall time, GPU-h, $)")
     rows = {
         r.split("|")[1].strip(): r for r in all_runs.splitlines() if r.startswith("| ") and "---" not in r
     }
-    assert rows["dpo"].rstrip(" |").endswith("0.4 ± 0.004 | 10 min | — | —")
+    assert rows["dpo"].rstrip(" |").endswith("0.4 ± 0.004 | 10 min")
     assert "| 0.3 ± 0.01 | 0.48 ± 0.004 |" in rows["base"]
     deltas = _page(study, "deltas.md")
     forgetting = _section(deltas, "Forgetting regressions")
@@ -209,6 +209,68 @@ def test_lm_eval_columns_forgetting_flag_and_task_version_refusal(study):
     r = rs.cli("compare", "base", "dpo", "--registry", str(study["root"] / "registry"))
     assert r.exit_code == 0, r.output
     assert "forgetting regression: pass@1 up on humaneval, but mmlu/acc worse beyond 2×SE" in r.output
+
+
+def test_results_summary_one_row_per_method_and_phase_deltas(study):
+    """Seed 004's page on top of Results: one row per method (± labelled), then each run against
+    the run it started from (dpo's model.init is sft) and against the chain's root, with verdicts."""
+    summary = _section(_page(study, "results.md"), "Summary")
+    tiny = summary[summary.index("### tiny\n") :]
+    header = next(r for r in tiny.splitlines() if r.startswith("| Method |"))
+    assert "humaneval pass@1 (%, mean ± std over seeds)" in header and "mmlu/<wbr>acc (± stderr)" in header
+    rows = [r for r in tiny.split("\n\n")[1].splitlines() if r.startswith("| **")]
+    assert [r.split("|")[1].strip() for r in rows] == [
+        "**base**",
+        "**base**",
+        "**sft**",
+        "**dpo**",
+        "**kto**",
+        "**orpo**",
+        "**grpo**",
+    ]
+    sft = next(r for r in rows if r.startswith("| **sft** |"))
+    assert "| sft | base |" in sft and sft.rstrip(" |").endswith("15 min, 0.25 GPU-h (H100), $0.75")
+    dpo = next(r for r in rows if r.startswith("| **dpo** |"))
+    assert "| dpo | sft |" in dpo and "80.0 ± 0.0 (n=3)" in dpo
+    phases = {r.split("|")[1].strip(): r for r in tiny.splitlines() if r.startswith("| **") and " − " in r}
+    assert set(phases) == {
+        "**sft − base**",
+        "**dpo − sft**",
+        "**dpo − base**",
+        "**kto − base**",
+        "**orpo − base**",
+        "**grpo − base**",
+    }
+    # dpo − sft: +31.11pp, improved 11 (15..24 and 0) / regressed 2 (3, 15): significant
+    assert (
+        "**+31.11pp** ± " in phases["**dpo − sft**"]
+        and "<br>significant improvement" in phases["**dpo − sft**"]
+    )
+    assert "<br>*not significant*" in phases["**sft − base**"]
+    assert "**-0.0800** ± 0.0057<br>beyond 2×SE" in phases["**dpo − base**"]
+    other = summary[summary.index("### other-model\n") : summary.index("### tiny\n")]
+    assert "| **dpo** | dpo-n\\_pairs400 | other-base |" in other  # the scan's latest run stands for it
+    assert "**-33.33pp** ± " in other and "significant regression" in other
+
+
+def test_reward_hacking_and_samples_pages(study):
+    hack = _page(study, "reward-hacking.md")
+    grpo = _section(hack, "grpo (grpo)")
+    assert "![hacking rates of grpo](plots/hacking-grpo.svg)" in grpo
+    assert "16 rollouts over 4 step bins" in grpo
+    # tampering: 0, 1, 2, 3 of 4 rollouts at steps 0..3 -> 1/8 in the first half, 5/8 in the second
+    assert "| tampering | 6 | 12.5% | 62.5% |" in grpo and "| flag: test\\_file | 6 | 12.5% | 62.5% |" in grpo
+    assert '??? danger "tampering: 3 example(s)"' in grpo and "sys.exit(0)  # step 3 task 0" in grpo
+    svg = (study["root"] / "site" / "report" / "plots" / "hacking-grpo.svg").read_text()
+    assert ">tampering<" in svg and ">rollouts: hacking verdict or flag<" in svg
+    index = _page(study, "samples.md")
+    assert "| [dpo](samples/dpo.md) | dpo | humaneval |" in index
+    assert "| sft | sft | — | 0 | no samples recorded |" in index
+    page = _page(study, "samples/dpo.md")
+    # task 3: dpo fails it in every seed; three failing samples (one per seed: same category)
+    assert '??? failure "HumanEval/3: 0/3 shown pass"' in page
+    assert '??? success "HumanEval/15: 3/3 shown pass"' in page
+    assert "**pass**, 3/3 tests (seed 0, sample 0)" in page and "# dpo HumanEval/15 s0 k0" in page
 
 
 def test_mismatched_invariants_are_refused(study):
@@ -249,7 +311,7 @@ def test_failure_modes_procedural_training_and_scaling_pages(study):
     )
     training = _page(study, "training.md")
     assert re.search(r"\| grpo \| grpo \| loss\\_diverged, reward\\_hacking \| 18\.2 \|", training)
-    assert "| sft | sft | ok | 0.5 | 40 | 8.0 GiB | 15 min | — | — |" in training
+    assert "| sft | sft | ok | 0.5 | 40 | 8.0 GiB | 15 min, 0.25 GPU-h (H100), $0.75 |" in training
     assert "plots/training-sft.svg" in training
     # grpo's own curves, one panel each, with its health flags beside them
     grpo = _section(training, "grpo")

@@ -351,7 +351,7 @@ class Collector:
             "lm_eval_lower": lm_lower,
             "evals": {suite: eval_record(res) for suite, res in sorted(evals.items())},
             "time": _times(run),
-            "gpu": tags.get(TAG_GPU, ""),
+            "cost": _cost(run),
             "samples": self._samples(eval_run, sorted(evals)),
             "rollouts": self._rollouts(run),
         }
@@ -466,7 +466,7 @@ class Collector:
                 "lm_eval_lower": _lm_meta(tags, schema.BASE_LM_EVAL_PREFIX)[1],
                 "evals": {suite: eval_record(res) for suite, res in sorted(evals.items())},
                 "time": {"start_ms": None, "end_ms": None, "wall_s": None},
-                "gpu": "",
+                "cost": {},
                 "samples": self._samples(run, sorted(evals), schema.BASE_EVAL_PREFIX),
                 "rollouts": {},
                 "recorded_by": [],
@@ -477,7 +477,7 @@ class Collector:
     def _train(self, run: Any) -> dict[str, Any]:
         m = run.data.metrics
         out: dict[str, Any] = {}
-        for key in ("steps", "wall_s", "peak_mem_mb", "cost_usd", "gpu_hours"):
+        for key in ("steps", "wall_s", "peak_mem_mb", "cost_usd"):
             if f"train/{key}" in m:
                 out[key] = m[f"train/{key}"]
         if "train/loss" in m:
@@ -506,14 +506,30 @@ class Collector:
         return [[int(h.step), float(h.value)] for h in hist]
 
 
-TAG_GPU = "rlvf.gpu"  # the accelerator a run trained on (e.g. "H100"), when it says
+TAG_GPU_TYPE = "rlvf.gpu_type"  # the GPU a run used (rlvf.tracking.runinfo), when it had one
 
 
 def _times(run: Any) -> dict[str, float | None]:
-    """Start and end of the run (epoch ms) and its wall time in seconds."""
+    """Start and end of the run (epoch ms) and its wall time in seconds: the run's own
+    `time/wall_s` when it logged one, else end − start as MLflow recorded them."""
     start, end = run.info.start_time, run.info.end_time
     wall = (end - start) / 1000.0 if start and end and end >= start else None
+    wall = run.data.metrics.get("time/wall_s", wall)
     return {"start_ms": start, "end_ms": end, "wall_s": wall}
+
+
+def _cost(run: Any) -> dict[str, Any]:
+    """What a run cost, where it says (`cost/gpu_hours`, `cost/usd` or `train/cost_usd`, the
+    GPU type tag): seeds 000/001 report GPU-hours and dollars beside wall time."""
+    m, out = run.data.metrics, {}
+    if "cost/gpu_hours" in m:
+        out["gpu_hours"] = m["cost/gpu_hours"]
+    usd = m.get("cost/usd", m.get("train/cost_usd"))
+    if usd is not None:
+        out["usd"] = usd
+    if run.data.tags.get(TAG_GPU_TYPE):
+        out["gpu"] = run.data.tags[TAG_GPU_TYPE]
+    return out
 
 
 def _jsonl(path: Path) -> list[dict[str, Any]]:

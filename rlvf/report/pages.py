@@ -146,12 +146,13 @@ def wall_time(rec: dict) -> float | None:
 def cost_cells(rec: dict) -> list[str]:
     """One cell: wall time, then GPU-hours (with the GPU when known) and dollars when the run
     recorded them (seeds 000/001 report both)."""
-    t = rec.get("train") or {}
+    c, t = rec.get("cost") or {}, rec.get("train") or {}
     parts = [duration(wall_time(rec))]
-    if t.get("gpu_hours") is not None:
-        parts.append(f"{t['gpu_hours']:.2f} GPU-h" + (f" ({esc(rec['gpu'])})" if rec.get("gpu") else ""))
-    if t.get("cost_usd") is not None:
-        parts.append(f"${t['cost_usd']:.2f}")
+    if c.get("gpu_hours") is not None:
+        parts.append(f"{c['gpu_hours']:.2f} GPU-h" + (f" ({esc(c['gpu'])})" if c.get("gpu") else ""))
+    usd = c.get("usd", t.get("cost_usd"))
+    if usd is not None:
+        parts.append(f"${usd:.2f}")
     return [", ".join(parts)]
 
 

@@ -109,7 +109,8 @@ def forest(labels: list[str], deltas: list[float], half_widths: list[float], tit
     fig.subplots_adjust(left=min(0.6, left / width), right=0.97, top=1 - 0.4 / height, bottom=0.65 / height)
     y = list(range(n))[::-1]
     colors = [
-        "#2ca02c" if d - h > 0 else "#d62728" if d + h < 0 else "#7f7f7f" for d, h in zip(deltas, half_widths, strict=True)
+        "#2ca02c" if d - h > 0 else "#d62728" if d + h < 0 else "#7f7f7f"
+        for d, h in zip(deltas, half_widths, strict=True)
     ]
     ax.errorbar(
         [d * 100 for d in deltas],
