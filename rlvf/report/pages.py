@@ -399,8 +399,7 @@ class Site:
                 rows.append(
                     [
                         self.name(c["b"]),
-                        self.name(c["a"]),
-                        esc(c["origin"]),
+                        f"{self.name(c['a'])}<br>*{esc(c['origin'])}*",
                         *delta_cells(d),
                         verdict,
                     ]
@@ -429,8 +428,7 @@ class Site:
                 table(
                     [
                         "Run",
-                        "Against",
-                        "Why",
+                        "Against (why)",
                         "Baseline (%, ± std over seeds)",
                         "Run (%, ± std over seeds)",
                         "Δ",

@@ -38,10 +38,10 @@ def print_comparison(a: dict, b: dict, suites: list[str]) -> dict:
     deltas = Table(title="Deltas (run − baseline)")
     for col in (
         "Suite",
-        "Baseline %",
-        "Run %",
+        "Baseline % (± std over seeds)",
+        "Run % (± std over seeds)",
         "Δ",
-        "±SE",
+        "±SE (over tasks)",
         "2×SE",
         "McNemar p (b/c)",
         "Bootstrap 95% CI",
@@ -68,6 +68,10 @@ def print_comparison(a: dict, b: dict, suites: list[str]) -> dict:
             d["verdict"],
         )
     console.print(deltas)
+    click.echo(
+        "± on pass@1: std over eval seeds; ±SE: the combined stderr over tasks (lm-eval rows: "
+        "lm-eval's own stderr); significant = beyond 2×SE and McNemar p < 0.05."
+    )
     for v in c["lm_eval_refused"]:
         click.echo(f"lm-eval {v['task']}: not compared, the task version changed ({v['a']} -> {v['b']})")
     if c["forgetting"]:
