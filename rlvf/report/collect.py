@@ -352,6 +352,7 @@ class Collector:
             "evals": {suite: eval_record(res) for suite, res in sorted(evals.items())},
             "time": _times(run),
             "cost": _cost(run),
+            "rm": {k[3:]: v for k, v in sorted(metrics.items()) if k.startswith("rm/")},
             "samples": self._samples(eval_run, sorted(evals)),
             "rollouts": self._rollouts(run),
         }
@@ -467,6 +468,7 @@ class Collector:
                 "evals": {suite: eval_record(res) for suite, res in sorted(evals.items())},
                 "time": {"start_ms": None, "end_ms": None, "wall_s": None},
                 "cost": {},
+                "rm": {},
                 "samples": self._samples(run, sorted(evals), schema.BASE_EVAL_PREFIX),
                 "rollouts": {},
                 "recorded_by": [],

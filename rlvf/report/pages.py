@@ -324,10 +324,18 @@ class Site:
                     self.name(start) if start else "—",
                     f"`{r['invariants_hash']}`" if r.get("invariants_hash") else "—",
                 ]
-                for s in suites:
+                rm = r.get("rm") or {}
+                for i, s in enumerate(suites):
                     ev = r["evals"].get(s)
                     p1 = ev["summary"]["pass_at_1"] if ev else None
-                    row.append(f"{pm(p1['mean'], p1['std'])} (n={len(ev['seeds'])})" if p1 else "—")
+                    if p1:
+                        row.append(f"{pm(p1['mean'], p1['std'])} (n={len(ev['seeds'])})")
+                    elif "heldout_accuracy" in rm and i == 0 and not r["evals"]:  # a reward model
+                        n = rm.get("heldout_pairs")
+                        pairs = f" over {n:.0f} pairs" if n is not None else ""
+                        row.append(f"— (RM held-out accuracy {pct(rm['heldout_accuracy'])}{pairs})")
+                    else:
+                        row.append("—")
                 row += ["—" if n not in r["lm_eval"] else lm_cell(r["lm_eval"][n]) for n in lm_names]
                 rows.append(row + cost_cells(r))
             body += f"### {esc(base_model or 'unknown base model')}\n\n" + table(headers, rows) + "\n"
