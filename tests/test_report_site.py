@@ -382,6 +382,8 @@ def test_compare_prints_head_to_head_and_deltas(study):
     assert "significant improvement" in r.output and "0.012 (10/1)" in r.output
     assert "Improved (10): " + ", ".join(rs.EXPECT["dpo_improved"]) in r.output
     assert "Regressed (1): HumanEval/3" in r.output
+    # which ± is which, said under the table
+    assert "pass@1 mean ± std over eval seeds" in r.output and "combined stderr over tasks" in r.output
     r = rs.cli(
         "compare", "base", "sft", "--registry", str(study["root"] / "registry"), "--suite", "humaneval"
     )

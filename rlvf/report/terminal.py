@@ -38,10 +38,10 @@ def print_comparison(a: dict, b: dict, suites: list[str]) -> dict:
     deltas = Table(title="Deltas (run − baseline)")
     for col in (
         "Suite",
-        "Baseline % (± std over seeds)",
-        "Run % (± std over seeds)",
+        "Baseline %¹",
+        "Run %¹",
         "Δ",
-        "±SE (over tasks)",
+        "±SE²",
         "2×SE",
         "McNemar p (b/c)",
         "Bootstrap 95% CI",
@@ -69,8 +69,8 @@ def print_comparison(a: dict, b: dict, suites: list[str]) -> dict:
         )
     console.print(deltas)
     click.echo(
-        "± on pass@1: std over eval seeds; ±SE: the combined stderr over tasks (lm-eval rows: "
-        "lm-eval's own stderr); significant = beyond 2×SE and McNemar p < 0.05."
+        "¹ pass@1 mean ± std over eval seeds (lm-eval rows: the value).  ² the combined stderr over "
+        "tasks (lm-eval rows: lm-eval's own stderr); significant = beyond 2×SE and McNemar p < 0.05."
     )
     for v in c["lm_eval_refused"]:
         click.echo(f"lm-eval {v['task']}: not compared, the task version changed ({v['a']} -> {v['b']})")
