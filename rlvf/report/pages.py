@@ -810,7 +810,7 @@ class Site:
                             plots.lines(
                                 series,
                                 "difficulty",
-                                "pass@1 (%)",
+                                "pass@1 (%), bars: std over seeds",
                                 f"{s}: pass@1 by difficulty",
                                 categorical_x=not numeric,
                             ),
@@ -1118,7 +1118,13 @@ class Site:
                                 f"{100 * bp['stderr']:.2f}pp",
                             ],
                         )
-                body += f"### {esc(s)}\n\n" + table([esc(g["param"]), "Run", "pass@1 (%)", "SE"], rows) + "\n"
+                body += (
+                    f"### {esc(s)}\n\n"
+                    + table(
+                        [esc(g["param"]), "Run", "pass@1 (%, mean ± std over seeds)", f"SE ({PM_SE})"], rows
+                    )
+                    + "\n"
+                )
                 if "ends" in e:
                     d = e["ends"]
                     if e["negative_scaling"]:
@@ -1140,7 +1146,7 @@ class Site:
                         plots.lines(
                             [{"label": s, "x": g["values"], "y": e["mean"], "yerr": e["std"]}],
                             g["param"],
-                            "pass@1 (%)",
+                            "pass@1 (%), bars: std over seeds",
                             title,
                             reference=ref,
                         ),
