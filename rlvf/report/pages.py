@@ -546,7 +546,10 @@ class Site:
                     continue
                 h = entry["h2h"]
                 cn = h["counts"]
-                bar_labels.append(f"{self.labels[c['b']]} vs {self.labels[c['a']]} ({s})")
+                bar_labels.append(
+                    f"{self.labels[c['b']]} vs {self.labels[c['a']]}"
+                    + (f" ({s})" if len(self.suites) > 1 else "")
+                )
                 for key, name in (
                     ("improved", "improved"),
                     ("regressed", "regressed"),

@@ -129,13 +129,19 @@ def forest(labels: list[str], deltas: list[float], half_widths: list[float], tit
 
 
 def stacked_bars(labels: list[str], parts: dict[str, list[float]], title: str, xlabel: str) -> str:
-    """Horizontal stacked bars: one bar per label, one segment per part (legend below)."""
+    """Horizontal stacked bars: one bar per label, one segment per part (legend below). The
+    figure widens with the labels so long run names never squeeze the bars."""
     plt = _plt()
     n = len(labels)
-    width, height = 7.5, 1.6 + 0.3 * n
+    label_in = 0.3 + 0.068 * max((len(x) for x in labels), default=1)  # inches for the 8pt labels
+    width = max(7.5, label_in + 5.0)
+    rows_in = 0.3 * n
+    legend_in = 0.25 * ((len(parts) + 3) // 4)
+    height = 1.3 + rows_in + legend_in
     fig, ax = plt.subplots(figsize=(width, height))
-    left = 0.3 + 0.068 * max((len(x) for x in labels), default=1)
-    fig.subplots_adjust(left=min(0.6, left / width), right=0.97, top=1 - 0.4 / height, bottom=1.0 / height)
+    fig.subplots_adjust(
+        left=label_in / width, right=0.97, top=1 - 0.4 / height, bottom=(0.75 + legend_in) / height
+    )
     y = list(range(n))[::-1]
     acc = [0.0] * n
     for name, vals in parts.items():
@@ -144,12 +150,7 @@ def stacked_bars(labels: list[str], parts: dict[str, list[float]], title: str, x
     ax.set_yticks(y, labels, fontsize=8)
     ax.set_xlabel(xlabel)
     ax.set_title(title)
-    ax.legend(
-        fontsize=7,
-        ncol=min(4, max(1, len(parts))),
-        loc="upper center",
-        bbox_to_anchor=(0.5, -0.6 / height * 2),
-    )
+    fig.legend(fontsize=7, ncol=min(4, max(1, len(parts))), loc="lower center", frameon=False)
     return _save(fig)
 
 
