@@ -191,6 +191,14 @@ class Site:
         self.labels = hh.display_labels(records)
         self.comparisons = hh.comparisons(records, study)
         self.suites = sorted({s for r in self.runs for s in r["evals"]})
+        # file names per run (samples pages, hacking plots): unique even when labels slug alike
+        counts: dict[str, int] = {}
+        for rid in records:
+            counts[slug(self.labels[rid])] = counts.get(slug(self.labels[rid]), 0) + 1
+        self.slugs = {
+            rid: slug(self.labels[rid]) + ("" if counts[slug(self.labels[rid])] == 1 else f"-{rid[:6]}")
+            for rid in records
+        }
         self.files: dict[str, str] = {}
 
     def name(self, run_id: str) -> str:
@@ -943,7 +951,7 @@ class Site:
             if series:
                 body += (
                     self.plot(
-                        f"hacking-{slug(self.labels[r['run_id']])}",
+                        f"hacking-{self.slugs[r['run_id']]}",
                         plots.lines(series, "step", "rate (%)", f"{self.labels[r['run_id']]}: hacking rates"),
                         f"hacking rates of {self.labels[r['run_id']]}",
                     )
@@ -956,7 +964,7 @@ class Site:
                 }
                 body += (
                     self.plot(
-                        f"verdicts-{slug(self.labels[r['run_id']])}",
+                        f"verdicts-{self.slugs[r['run_id']]}",
                         plots.stacked_area(
                             ro["steps"],
                             shares,
@@ -1023,7 +1031,7 @@ class Site:
                     [self.name(r["run_id"]), esc(r["method"] or "—"), "—", "0", "no samples recorded"]
                 )
                 continue
-            fname = f"samples/{slug(self.labels[r['run_id']])}.md"
+            fname = f"samples/{self.slugs[r['run_id']]}.md"
             rows.append(
                 [
                     f"[{self.name(r['run_id'])}]({fname})",
@@ -1070,7 +1078,7 @@ class Site:
             for lst in suite.values():
                 for x in lst:
                     counts[x["category"]] = counts.get(x["category"], 0) + 1
-        name = f"samples-{slug(label)}"
+        name = f"samples-{self.slugs[r['run_id']]}"
         self.files[f"plots/{name}.svg"] = plots.stacked_bars(
             [label],
             {k: [v] for k, v in sorted(counts.items())},
