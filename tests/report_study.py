@@ -131,6 +131,10 @@ def log_native(
     register=None,
     lm=None,
     lm_versions=None,
+    samples=False,
+    params=None,
+    curves=None,
+    rollouts=None,
 ) -> str:
     from mlflow.entities import Metric, Param
 
@@ -152,17 +156,26 @@ def log_native(
         all_tags[schema.lm_eval_tag(schema.LM_EVAL_PREFIX, f"task_version.{task}")] = version
     run = client.create_run(exp, run_name=name, tags=all_tags)
     rid = run.info.run_id
-    client.log_batch(rid, params=[Param("cfg.method", method), Param("cfg.train.learning_rate", "5e-05")])
+    extra = [Param(f"cfg.{k}", v) for k, v in (params or {}).items()]
+    client.log_batch(
+        rid, params=[Param("cfg.method", method), Param("cfg.train.learning_rate", "5e-05"), *extra]
+    )
     for ev in evals:
         log_eval_result(rid, ev, client=client)
+        if samples:
+            log_samples(client, rid, ev, name)
     for ev in base_evals:
         log_eval_result(rid, ev, schema.BASE_EVAL_PREFIX, client=client)
     metrics = [Metric("train/loss", v, 0, i) for i, v in enumerate(loss or [])]
     metrics += [Metric(f"train/{k}", v, 0, 0) for k, v in (train or {}).items()]
+    metrics += [Metric(k, v, 0, i) for k, vs in (curves or {}).items() for i, v in enumerate(vs)]
     for k, (v, se) in (lm or {}).items():
         metrics += [Metric(f"lm_eval/{k}", v, 0, 0), Metric(f"lm_eval/{k}_stderr", se, 0, 0)]
     if metrics:
         client.log_batch(rid, metrics=metrics)
+    if rollouts:
+        text = "".join(json.dumps(r) + "\n" for r in rollouts)
+        client.log_text(rid, text, "rollouts/step_000000-000003.jsonl")
     client.set_terminated(rid)
     if register:
         model, alias = register
@@ -176,6 +189,61 @@ def log_native(
         if alias:
             client.set_registered_model_alias(model, alias, mv.version)
     return rid
+
+
+def log_samples(client, rid: str, ev: EvalResult, name: str) -> None:
+    """The eval's samples and outcomes artifacts (`rlvf.pipeline.finish.log_suite_evals`'s layout):
+    each completion names its run, task, seed and sample, so tests can tell them apart."""
+    from rlvf.tracking import schema as sc
+
+    samples, outcomes = [], []
+    for seed in ev.seeds:
+        for i, tid in enumerate(ev.task_ids):
+            for k in range(ev.n_samples):
+                cat = ev.categories[str(seed)][i][k]
+                samples.append(
+                    {
+                        "task_id": tid,
+                        "index": k,
+                        "seed": seed,
+                        "completion": f"def f():  # {name} {tid} s{seed} k{k}\n    return {i}\n",
+                    }
+                )
+                outcomes.append(
+                    {
+                        "task_id": tid,
+                        "index": k,
+                        "seed": seed,
+                        "passed": cat == "pass",
+                        "category": cat,
+                        "tests_passed": 3 if cat == "pass" else 1,
+                        "tests_total": 3,
+                        "flags": [],
+                    }
+                )
+    base = f"eval/{sc.suite_key(ev.suite)}"
+    client.log_text(rid, "".join(json.dumps(x) + "\n" for x in samples), f"{base}/{sc.SAMPLES_ARTIFACT}")
+    client.log_text(rid, "".join(json.dumps(x) + "\n" for x in outcomes), f"{base}/{sc.OUTCOMES_ARTIFACT}")
+
+
+#: the GRPO run's rollouts: tampering grows over its 4 steps (0, 1, 2, 3 of 4 rollouts per step)
+ROLLOUTS = [
+    {
+        "step": step,
+        "task_id": f"HumanEval/{j}",
+        "prompt": "p",
+        "completion": f"import sys\nsys.exit(0)  # step {step} task {j}"
+        if j < step
+        else f"def f():\n    return {j}  # step {step}",
+        "reward": 1.0 if j < step else 0.5,
+        "category": "tampering" if j < step else ("pass" if j % 2 else "assertion_error"),
+        "flags": ["test_file"] if j < step else [],
+        "tests_passed": 0,
+        "tests_total": 3,
+    }
+    for step in range(4)
+    for j in range(4)
+]
 
 
 def write_humaneval_results(path: Path, passing: set[int]) -> Path:
@@ -217,6 +285,7 @@ def build_study(root: Path) -> dict:
         evals=[humaneval_result(BASE), procedural_result(0.6)],
         lm={"mmlu/acc": (0.48, 0.004), "gsm8k/exact_match_strict-match": (0.30, 0.01)},
         lm_versions={"mmlu": "1.0", "gsm8k": "3.0"},
+        samples=True,
     )
     ids["sft"] = log_native(
         client,
@@ -224,9 +293,11 @@ def build_study(root: Path) -> dict:
         "sft",
         "sft",
         evals=[humaneval_result(SFT, flaky={1: {5}}), procedural_result(0.7)],
-        tags={schema.TAG_PARENT_RUN: ids["base"]},
+        tags={schema.TAG_PARENT_RUN: ids["base"], "rlvf.gpu_type": "H100"},
         loss=[2.0, 1.4, 0.9, 0.7, 0.5],
         train={"steps": 40, "wall_s": 900, "peak_mem_mb": 8192},
+        # what it cost, as rlvf.tracking.runinfo logs it when the recipe names a GPU and a price
+        curves={"cost/gpu_hours": [0.25], "cost/usd": [0.75]},
         register=("tiny-sft", None),
         # gsm8k's task version changed under it: its (much lower) number is not compared
         lm={"mmlu/acc": (0.47, 0.004), "gsm8k/exact_match_strict-match": (0.10, 0.01)},
@@ -241,6 +312,10 @@ def build_study(root: Path) -> dict:
         loss=[0.69, 0.6, 0.5, 0.45],
         train={"steps": 30, "wall_s": 600},
         register=("tiny-dpo", "champion"),
+        samples=True,
+        params={
+            "model.init": ids["sft"]
+        },  # trained on top of sft: the summary's phases are sft − base, dpo − sft
         # a significant pass@1 gain bought with 8 points of MMLU: a forgetting regression
         lm={"mmlu/acc": (0.40, 0.004)},
         lm_versions={"mmlu": "1.0"},
@@ -254,6 +329,15 @@ def build_study(root: Path) -> dict:
         loss=[0.1, 0.3, 5.0, 18.2],
         tags={schema.TAG_HEALTH: "reward_hacking"},
         register=("tiny-grpo", None),
+        curves={
+            "train/reward_mean": [0.2, 0.4, 0.7, 0.9],
+            "train/kl": [0.0, 0.02, 0.05, 0.2],
+            "train/entropy": [1.2, 1.0, 0.6, 0.2],
+            "train/clip_ratio_region_mean": [0.0, 0.01, 0.03, 0.05],
+            "train/verifier_tampering_rate": [0.0, 0.25, 0.5, 0.75],
+            "train/verifier_timeout_rate": [0.1, 0.0, 0.0, 0.0],
+        },
+        rollouts=ROLLOUTS,
     )
     for name, method in (("kto", "kto"), ("orpo", "orpo")):  # baseline: the base_eval they recorded
         ids[name] = log_native(

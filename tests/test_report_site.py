@@ -86,11 +86,14 @@ def test_head_to_head_counts_add_up_and_lists_match_pass_vectors(study):
     recs = _records(study)
     text = _page(study, "head-to-head.md")
     sections = re.findall(
-        r"## (.+?) vs (.+?): (\S+)\n\n\| Improved.*?\n\|.*?\n\| (.+?) \|\n\n((?:- .*\n)+)", text
+        r"## (.+?) vs (.+?): (\S+)\n\n\| Improved.*?\n\|.*?\n\| (.+?) \|\n\n((?:\?\?\? \w+ \"(?:Improved|Regressed|Both fail|Both pass) \(\d+\)\"\n\n    .*\n\n)+)",
+        text,
     )
     assert len(sections) == 9  # 8 baseline comparisons (one with 2 suites); the named pair is refused
     by_label = {r["label"]: r for r in recs.values()}
-    for run_label, base_label, suite, counts_row, lists in sections:
+    for run_label, base_label, suite, counts_row, blocks in sections:
+        # each list is collapsed (pymdownx.details): '??? kind "Title (n)"' then the indented list
+        lists = "\n".join(line.strip() for line in blocks.splitlines() if line.startswith("    "))
         cells = [c.strip() for c in counts_row.split("|")]
         improved, regressed, both_pass, both_fail, net, n_tasks = (int(c) for c in cells[:6])
         assert improved + regressed + both_pass + both_fail == n_tasks
@@ -118,13 +121,42 @@ def test_head_to_head_counts_add_up_and_lists_match_pass_vectors(study):
         assert listed["regressed"] == pa - pb and len(listed["regressed"]) == regressed
         assert listed["both_pass"] == pa & pb and listed["both_fail"] == set(a["task_ids"]) - pa - pb
     dpo = _section(text, "dpo vs base: humaneval")
-    assert "**Improved (10):** " + ", ".join(f"`{t}` 0%→100%" for t in rs.EXPECT["dpo_improved"]) in dpo
-    assert "**Regressed (1):** `HumanEval/3` 100%→0%" in dpo
-    hard = _section(text, "Universally hard tasks")
+    improved = ", ".join(f"`{t}` 0%→100%" for t in rs.EXPECT["dpo_improved"])
+    assert f'??? success "Improved (10)"\n\n    {improved}\n' in dpo
+    assert '??? failure "Regressed (1)"\n\n    `HumanEval/3` 100%→0%\n' in dpo
+    # the completions behind the changed verdicts: dpo's passing one and base's failing one
+    assert '??? example "Improved: completions that changed verdict (5 tasks)"' in dpo
+    assert "# dpo HumanEval/15 s0 k0" in dpo and "# base HumanEval/15 s0 k0" in dpo
+    assert "*base (baseline)*: **name\\_error**, 1/3 tests" in dpo
+    assert "*…and 5 more improved tasks.*" in dpo
     assert (
-        "| humaneval | 30 | 11 | 5 | `HumanEval/25`, `HumanEval/26`, `HumanEval/27`, `HumanEval/28`, `HumanEval/29` |"
-        in hard
+        "# dpo HumanEval/3 s0 k0"
+        in _section(dpo, "dpo vs base: humaneval").split("Regressed: completions")[1]
     )
+
+
+def test_universally_hard_tasks_are_per_comparable_group(study):
+    """Two base models are never intersected: the tiny group's hard tasks (25..29: no tiny run
+    passes them) are reported even though other-model's runs pass some of them."""
+    hard = _section(_page(study, "head-to-head.md"), "Universally hard tasks")
+    rows = {
+        tuple(c.strip() for c in r.split("|")[1:4]): r
+        for r in hard.splitlines()
+        if r.startswith("| ") and "---" not in r
+    }
+    inv = {r["label"]: r["invariants_hash"] for r in _records(study).values()}
+    assert len(rows) == 1 + 4  # header + humaneval: tiny greedy, tiny sampled, other-model; procedural
+    # tiny, greedy: base, sft, dpo, grpo; sampled: base_eval, kto, orpo; both fail 25..29
+    for label in ("base", "kto"):
+        row = rows[("tiny", f"`{inv[label]}`", "humaneval")]
+        assert row.endswith(
+            "| 30 | 4 | 5 | see below |" if label == "base" else "| 30 | 3 | 5 | see below |"
+        ), row
+    # other-model: its base passes 0..19 and dpo-n_pairs100 0..21, so 22..29 fail for all four runs
+    row = rows[("other-model", f"`{inv['other-base']}`", "humaneval")]
+    assert row.endswith("| 30 | 4 | 8 | see below |"), row
+    tasks = ", ".join(f"`HumanEval/{i}`" for i in range(25, 30))
+    assert f'??? note "Failed by all: tiny on humaneval (5)"\n\n    {tasks}\n' in hard
 
 
 def test_deltas_have_uncertainty_and_non_significant_ones_say_so(study):
@@ -147,11 +179,15 @@ def test_lm_eval_columns_forgetting_flag_and_task_version_refusal(study):
     """Results: lm-eval columns as value ± stderr; Deltas: dpo gains pass@1 but loses MMLU beyond
     2×SE (flagged), sft's gsm8k changed task version (refused in one line, never flagged)."""
     results = _page(study, "results.md")
-    header = next(line for line in results.splitlines() if line.startswith("| Run |"))
-    assert "gsm8k/exact\\_match\\_strict-match" in header and header.rstrip(" |").endswith("mmlu/acc")
-    rows = {r.split("|")[1].strip(): r for r in results.splitlines() if r.startswith("| ") and "---" not in r}
-    assert rows["dpo"].rstrip(" |").endswith("0.4 ± 0.004")
-    assert rows["base"].rstrip(" |").endswith("0.3 ± 0.01 | 0.48 ± 0.004")
+    all_runs = _section(results, "All runs")
+    header = next(line for line in all_runs.splitlines() if line.startswith("| Run |"))
+    assert "gsm8k/<wbr>exact\\_<wbr>match\\_<wbr>strict-match (± stderr)" in header
+    assert header.rstrip(" |").endswith("mmlu/<wbr>acc (± stderr) | Cost (wall time, GPU-h, $)")
+    rows = {
+        r.split("|")[1].strip(): r for r in all_runs.splitlines() if r.startswith("| ") and "---" not in r
+    }
+    assert rows["dpo"].rstrip(" |").endswith("0.4 ± 0.004 | 10 min")
+    assert "| 0.3 ± 0.01 | 0.48 ± 0.004 |" in rows["base"]
     deltas = _page(study, "deltas.md")
     forgetting = _section(deltas, "Forgetting regressions")
     assert (
@@ -173,6 +209,68 @@ def test_lm_eval_columns_forgetting_flag_and_task_version_refusal(study):
     r = rs.cli("compare", "base", "dpo", "--registry", str(study["root"] / "registry"))
     assert r.exit_code == 0, r.output
     assert "forgetting regression: pass@1 up on humaneval, but mmlu/acc worse beyond 2×SE" in r.output
+
+
+def test_results_summary_one_row_per_method_and_phase_deltas(study):
+    """Seed 004's page on top of Results: one row per method (± labelled), then each run against
+    the run it started from (dpo's model.init is sft) and against the chain's root, with verdicts."""
+    summary = _section(_page(study, "results.md"), "Summary")
+    tiny = summary[summary.index("### tiny\n") :]
+    header = next(r for r in tiny.splitlines() if r.startswith("| Method |"))
+    assert "humaneval pass@1 (%, mean ± std over seeds)" in header and "mmlu/<wbr>acc (± stderr)" in header
+    rows = [r for r in tiny.split("\n\n")[1].splitlines() if r.startswith("| **")]
+    assert [r.split("|")[1].strip() for r in rows] == [
+        "**base**",
+        "**base**",
+        "**sft**",
+        "**dpo**",
+        "**kto**",
+        "**orpo**",
+        "**grpo**",
+    ]
+    sft = next(r for r in rows if r.startswith("| **sft** |"))
+    assert "| sft | base |" in sft and sft.rstrip(" |").endswith("15 min, 0.25 GPU-h (H100), $0.75")
+    dpo = next(r for r in rows if r.startswith("| **dpo** |"))
+    assert "| dpo | sft |" in dpo and "80.0 ± 0.0 (n=3)" in dpo
+    phases = {r.split("|")[1].strip(): r for r in tiny.splitlines() if r.startswith("| **") and " − " in r}
+    assert set(phases) == {
+        "**sft − base**",
+        "**dpo − sft**",
+        "**dpo − base**",
+        "**kto − base**",
+        "**orpo − base**",
+        "**grpo − base**",
+    }
+    # dpo − sft: +31.11pp, improved 11 (15..24 and 0) / regressed 2 (3, 15): significant
+    assert (
+        "**+31.11pp** ± " in phases["**dpo − sft**"]
+        and "<br>significant improvement" in phases["**dpo − sft**"]
+    )
+    assert "<br>*not significant*" in phases["**sft − base**"]
+    assert "**-0.0800** ± 0.0057<br>beyond 2×SE" in phases["**dpo − base**"]
+    other = summary[summary.index("### other-model\n") : summary.index("### tiny\n")]
+    assert "| **dpo** | dpo-n\\_pairs400 | other-base |" in other  # the scan's latest run stands for it
+    assert "**-33.33pp** ± " in other and "significant regression" in other
+
+
+def test_reward_hacking_and_samples_pages(study):
+    hack = _page(study, "reward-hacking.md")
+    grpo = _section(hack, "grpo (grpo)")
+    assert "![hacking rates of grpo](plots/hacking-grpo.svg)" in grpo
+    assert "16 rollouts over 4 step bins" in grpo
+    # tampering: 0, 1, 2, 3 of 4 rollouts at steps 0..3 -> 1/8 in the first half, 5/8 in the second
+    assert "| tampering | 6 | 12.5% | 62.5% |" in grpo and "| flag: test\\_file | 6 | 12.5% | 62.5% |" in grpo
+    assert '??? danger "tampering: 3 example(s)"' in grpo and "sys.exit(0)  # step 3 task 0" in grpo
+    svg = (study["root"] / "site" / "report" / "plots" / "hacking-grpo.svg").read_text()
+    assert ">tampering<" in svg and ">rollouts: hacking verdict or flag<" in svg
+    index = _page(study, "samples.md")
+    assert "| [dpo](samples/dpo.md) | dpo | humaneval |" in index
+    assert "| sft | sft | — | 0 | no samples recorded |" in index
+    page = _page(study, "samples/dpo.md")
+    # task 3: dpo fails it in every seed; three failing samples (one per seed: same category)
+    assert '??? failure "HumanEval/3: 0/3 shown pass"' in page
+    assert '??? success "HumanEval/15: 3/3 shown pass"' in page
+    assert "**pass**, 3/3 tests (seed 0, sample 0)" in page and "# dpo HumanEval/15 s0 k0" in page
 
 
 def test_mismatched_invariants_are_refused(study):
@@ -199,9 +297,13 @@ def test_failure_modes_procedural_training_and_scaling_pages(study):
     name_row = next(r for r in fail.splitlines() if "| name\\_error |" in r)
     odd_fixed = [f"`HumanEval/{i}`" for i in range(15, 25) if i % 2]
     # base fails 15..29 (8 odd ones: name_error); dpo fixes 15..24 and breaks 3 (odd)
-    assert name_row.endswith(
-        "| 8.00 ± 0.00 | 4.00 ± 0.00 | -4.00 | " + ", ".join(odd_fixed) + " | `HumanEval/3` |"
-    )
+    assert name_row.endswith("| 8.00 ± 0.00 | 4.00 ± 0.00 | -4.00 | 5 | 1 |")
+    # the tasks behind it are below the table, collapsed (no task ids squeezed into cells)
+    assert (
+        '??? note "name_error: tasks with fewer (5) / more (1)"\n\n'
+        "    - **Fewer:** " + ", ".join(odd_fixed) + "\n    - **More:** `HumanEval/3`\n"
+    ) in fail
+    assert "![failure categories on humaneval](plots/failures-humaneval.svg)" in _page(study, "failures.md")
     proc = _page(study, "procedural.md")
     assert (
         "## procedural: by type" in proc
@@ -209,8 +311,21 @@ def test_failure_modes_procedural_training_and_scaling_pages(study):
     )
     training = _page(study, "training.md")
     assert re.search(r"\| grpo \| grpo \| loss\\_diverged, reward\\_hacking \| 18\.2 \|", training)
-    assert "| sft | sft | ok | 0.5 | 40 | 15 min | 8.0 GiB |" in training
-    assert "plots/loss-sft.svg" in training
+    assert "| sft | sft | ok | 0.5 | 40 | 8.0 GiB | 15 min, 0.25 GPU-h (H100), $0.75 |" in training
+    assert "plots/training-sft.svg" in training
+    # grpo's own curves, one panel each, with its health flags beside them
+    grpo = _section(training, "grpo")
+    assert "Health: grpo: **loss\\_diverged, reward\\_hacking**" in grpo
+    svg = (study["root"] / "site" / "report" / "plots" / "training-grpo.svg").read_text()
+    for title in (
+        "loss",
+        "reward (mean)",
+        "KL to reference",
+        "entropy",
+        "clip fraction",
+        "verifier_tampering_rate",
+    ):
+        assert f">{title}<" in svg, title
     scaling = _page(study, "scaling.md")
     assert '!!! warning "Negative scaling"' in scaling and "73.3% at 100 → 33.3% at 400" in scaling
     results = _page(study, "results.md")
@@ -267,6 +382,8 @@ def test_compare_prints_head_to_head_and_deltas(study):
     assert "significant improvement" in r.output and "0.012 (10/1)" in r.output
     assert "Improved (10): " + ", ".join(rs.EXPECT["dpo_improved"]) in r.output
     assert "Regressed (1): HumanEval/3" in r.output
+    # which ± is which, said under the table
+    assert "pass@1 mean ± std over eval seeds" in r.output and "combined stderr over tasks" in r.output
     r = rs.cli(
         "compare", "base", "sft", "--registry", str(study["root"] / "registry"), "--suite", "humaneval"
     )

@@ -32,6 +32,31 @@ from rlvf.records import EvalResult
 from rlvf.tracking import schema
 
 MAX_CURVE_POINTS = 500
+#: curves the report plots whenever a run logged them, besides its method's own
+#: (`rlvf.methods` `Training.curves`): the RL diagnostics of GRPO/RLOO (TRL's log keys) and
+#: rlvf's PPO / online DPO, and the RM's accuracy
+REPORT_CURVES = (
+    "train/reward_mean",
+    "train/kl",
+    "train/entropy",
+    "train/clip_frac",
+    "train/clip_ratio_region_mean",
+    "train/explained_variance",
+    "train/value_loss",
+    "train/heldout_pass1",
+    "train/accuracy",
+    "train/rewards_accuracies",
+    "train/rewards_margins",
+)
+#: metric-name prefixes of curves kept for every run: the verifier's hacking rates
+#: (`train/verifier_<rate>_rate`) and iterative DPO's pass@1 per round (`rounds/<suite>/pass_at_1`)
+REPORT_CURVE_PREFIXES = ("train/verifier_", "rounds/")
+SAMPLES_PER_TASK = 3  # completions kept per task and suite for the Samples page
+ROLLOUT_EXAMPLES = 3  # completions kept per verdict category for the Reward-hacking page
+MAX_TEXT = 1200  # characters kept of one completion (the registry stays small)
+MAX_ROLLOUT_BINS = 60  # training steps are binned to at most this many points
+#: verdict categories that mean the policy beat the harness rather than the task
+HACKING_CATEGORIES = ("tampering", "forbidden_side_effect")
 SYNTHETIC_PREFIX = "base-eval-"  # ids of base rows made from runs' base_eval/ artifacts
 RECORD_VERSION = 1
 
@@ -288,6 +313,10 @@ class Collector:
                 v, lo = _lm_meta(child.data.tags)
                 lm_versions.update(v)
                 lm_lower = sorted({*lm_lower, *lo})
+        eval_run = run
+        if not self.evals(run_id):
+            kids = self._child_eval_runs(run_id)
+            eval_run = kids[-1] if kids else run
         baseline, rule = self.baseline(run_id)
         if baseline is None and tags.get(schema.TAG_METHOD) != "base":
             baseline = self._base_eval_record(run)
@@ -321,8 +350,80 @@ class Collector:
             "lm_eval_versions": lm_versions,
             "lm_eval_lower": lm_lower,
             "evals": {suite: eval_record(res) for suite, res in sorted(evals.items())},
+            "time": _times(run),
+            "cost": _cost(run),
+            "rm": {k[3:]: v for k, v in sorted(metrics.items()) if k.startswith("rm/")},
+            "samples": self._samples(eval_run, sorted(evals)),
+            "rollouts": self._rollouts(run),
         }
         return rec
+
+    # -- artifacts for the Samples and Reward-hacking pages -----------------------------
+    def _artifact_path(self, run: Any, rel: str, tmp: str) -> Path | None:
+        """A run's artifact file or folder `rel` on local disk (downloaded into `tmp` when the
+        store is remote); None when the run has none."""
+        local = _local_dir(run.info.artifact_uri)
+        if local is not None:
+            p = local / rel
+            return p if p.exists() else None
+        try:
+            return Path(self.client.download_artifacts(run.info.run_id, rel, tmp))
+        except Exception:
+            return None
+
+    def _samples(
+        self, run: Any, suites: list[str], prefix: str = schema.EVAL_PREFIX
+    ) -> dict[str, dict[str, list[dict[str, Any]]]]:
+        """suite -> task id -> a few completions with their verdicts (passing and failing ones,
+        distinct categories first), from ``eval/<suite>/samples.jsonl`` and ``outcomes.jsonl``."""
+        out: dict[str, dict[str, list[dict[str, Any]]]] = {}
+        with tempfile.TemporaryDirectory(prefix="rlvf-export-") as tmp:
+            for suite in suites:
+                base = f"{prefix}/{schema.suite_key(suite)}"
+                sp = self._artifact_path(run, f"{base}/{schema.SAMPLES_ARTIFACT}", tmp)
+                op = self._artifact_path(run, f"{base}/{schema.OUTCOMES_ARTIFACT}", tmp)
+                if sp is None or op is None:
+                    continue
+                verdicts = {}
+                for o in _jsonl(op):
+                    verdicts[(int(o.get("seed", 0)), o.get("task_id"), int(o.get("index", 0)))] = o
+                by_task: dict[str, list[dict[str, Any]]] = {}
+                for smp in _jsonl(sp):
+                    key = (int(smp.get("seed", 0)), smp.get("task_id"), int(smp.get("index", 0)))
+                    o = verdicts.get(key)
+                    if o is None:
+                        continue
+                    by_task.setdefault(str(key[1]), []).append(
+                        {
+                            "seed": key[0],
+                            "index": key[2],
+                            "completion": _clip(smp.get("completion", "")),
+                            "category": o.get("category", ""),
+                            "passed": bool(o.get("passed")),
+                            "tests": [int(o.get("tests_passed", 0)), int(o.get("tests_total", 0))],
+                            "flags": sorted(f for f in o.get("flags") or [] if f),
+                            "detail": _clip(o.get("detail", ""), 200),
+                        }
+                    )
+                if by_task:
+                    out[suite] = {t: _pick_samples(rows) for t, rows in sorted(by_task.items())}
+        return out
+
+    def _rollouts(self, run: Any) -> dict[str, Any]:
+        """The rollouts artifact of an RL run (`rlvf.rl.rollouts`) summarised: verdict categories
+        and behaviour flags per (binned) training step, the hacking rate, and a few completions
+        behind each category and flag. {} for runs without rollouts."""
+        from rlvf.rl.rollouts import ARTIFACT_DIR, read_rollouts
+
+        with tempfile.TemporaryDirectory(prefix="rlvf-export-") as tmp:
+            d = self._artifact_path(run, ARTIFACT_DIR, tmp)
+            if d is None or not d.is_dir():
+                return {}
+            try:
+                rows = read_rollouts(d)
+            except Exception as e:  # a rollouts file we cannot parse is the run's problem, said once
+                raise UserError(f"run {run.info.run_id}: unreadable rollouts artifact ({e})") from None
+        return summarize_rollouts(rows)
 
     def _base_eval_record(self, run: Any) -> str | None:
         """A base row from the base model's eval that a training run recorded (``base_eval/``),
@@ -365,6 +466,11 @@ class Collector:
                 "lm_eval_versions": _lm_meta(tags, schema.BASE_LM_EVAL_PREFIX)[0],
                 "lm_eval_lower": _lm_meta(tags, schema.BASE_LM_EVAL_PREFIX)[1],
                 "evals": {suite: eval_record(res) for suite, res in sorted(evals.items())},
+                "time": {"start_ms": None, "end_ms": None, "wall_s": None},
+                "cost": {},
+                "rm": {},
+                "samples": self._samples(run, sorted(evals), schema.BASE_EVAL_PREFIX),
+                "rollouts": {},
                 "recorded_by": [],
             }
         self.synthetic[sid]["recorded_by"] = sorted({*self.synthetic[sid]["recorded_by"], run.info.run_id})
@@ -386,7 +492,9 @@ class Collector:
         from rlvf.methods import curves
 
         extra = {}
-        for key in curves(run.data.tags.get(schema.TAG_METHOD)):
+        wanted = list(curves(run.data.tags.get(schema.TAG_METHOD))) + list(REPORT_CURVES)
+        wanted += sorted(k for k in m if k.startswith(REPORT_CURVE_PREFIXES))
+        for key in dict.fromkeys(wanted):
             if key != "train/loss" and key in m:
                 curve = self._curve(run.info.run_id, key)
                 if len(curve) > 1:
@@ -398,6 +506,115 @@ class Collector:
     def _curve(self, run_id: str, key: str) -> list[list[float]]:
         hist = sorted(self.client.get_metric_history(run_id, key), key=lambda x: (x.step, x.timestamp))
         return [[int(h.step), float(h.value)] for h in hist]
+
+
+TAG_GPU_TYPE = "rlvf.gpu_type"  # the GPU a run used (rlvf.tracking.runinfo), when it had one
+
+
+def _times(run: Any) -> dict[str, float | None]:
+    """Start and end of the run (epoch ms) and its wall time in seconds: the run's own
+    `time/wall_s` when it logged one, else end − start as MLflow recorded them."""
+    start, end = run.info.start_time, run.info.end_time
+    wall = (end - start) / 1000.0 if start and end and end >= start else None
+    wall = run.data.metrics.get("time/wall_s", wall)
+    return {"start_ms": start, "end_ms": end, "wall_s": wall}
+
+
+def _cost(run: Any) -> dict[str, Any]:
+    """What a run cost, where it says (`cost/gpu_hours`, `cost/usd` or `train/cost_usd`, the
+    GPU type tag): seeds 000/001 report GPU-hours and dollars beside wall time."""
+    m, out = run.data.metrics, {}
+    if "cost/gpu_hours" in m:
+        out["gpu_hours"] = m["cost/gpu_hours"]
+    usd = m.get("cost/usd", m.get("train/cost_usd"))
+    if usd is not None:
+        out["usd"] = usd
+    if run.data.tags.get(TAG_GPU_TYPE):
+        out["gpu"] = run.data.tags[TAG_GPU_TYPE]
+    return out
+
+
+def _jsonl(path: Path) -> list[dict[str, Any]]:
+    out = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        if line.strip():
+            try:
+                out.append(json.loads(line))
+            except json.JSONDecodeError:
+                continue
+    return out
+
+
+def _clip(text: Any, n: int = MAX_TEXT) -> str:
+    text = str(text or "")
+    return text if len(text) <= n else text[:n] + f"\n… ({len(text) - n} more characters)"
+
+
+def _pick_samples(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """A handful of one task's completions: a passing one first (when there is one), then
+    failing ones of distinct categories, in (seed, index) order."""
+    rows = sorted(rows, key=lambda r: (r["seed"], r["index"]))
+    picked = [r for r in rows if r["passed"]][:1]
+    seen = set()
+    for r in rows:
+        if not r["passed"] and r["category"] not in seen:
+            seen.add(r["category"])
+            picked.append(r)
+    for r in rows:  # fill up with whatever is left
+        if len(picked) >= SAMPLES_PER_TASK:
+            break
+        if r not in picked:
+            picked.append(r)
+    return sorted(picked[:SAMPLES_PER_TASK], key=lambda r: (not r["passed"], r["seed"], r["index"]))
+
+
+def summarize_rollouts(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """Rollout rows -> per step bin: counts of each verdict category and behaviour flag, and
+    the hacking rate (share of rollouts with a hacking category or any flag); examples."""
+    if not rows:
+        return {}
+    steps = sorted({int(r.get("step", 0)) for r in rows})
+    width = max(1, math.ceil(len(steps) / MAX_ROLLOUT_BINS))
+    bin_of = {s: steps[(i // width) * width] for i, s in enumerate(steps)}
+    bins = sorted(set(bin_of.values()))
+    index = {b: i for i, b in enumerate(bins)}
+    totals = [0] * len(bins)
+    cats: dict[str, list[int]] = {}
+    flags: dict[str, list[int]] = {}
+    hacked = [0] * len(bins)
+    examples: dict[str, list[dict[str, Any]]] = {}
+    for r in sorted(rows, key=lambda r: (-int(r.get("step", 0)), str(r.get("task_id", "")))):
+        i = index[bin_of[int(r.get("step", 0))]]
+        totals[i] += 1
+        cat = str(r.get("category") or "unknown")
+        cats.setdefault(cat, [0] * len(bins))[i] += 1
+        fl = sorted({f for f in (r.get("flags") or []) if f})
+        for f in fl:
+            flags.setdefault(f, [0] * len(bins))[i] += 1
+        if cat in HACKING_CATEGORIES or fl:
+            hacked[i] += 1
+        ex = {
+            "step": int(r.get("step", 0)),
+            "task_id": str(r.get("task_id", "")),
+            "reward": r.get("reward"),
+            "category": cat,
+            "flags": fl,
+            "completion": _clip(r.get("completion", "")),
+        }
+        for key in [cat] + [f"flag:{f}" for f in fl]:  # latest steps first: what the policy became
+            lst = examples.setdefault(key, [])
+            if len(lst) < ROLLOUT_EXAMPLES and all(e["task_id"] != ex["task_id"] for e in lst):
+                lst.append(ex)
+    return {
+        "n": len(rows),
+        "steps": bins,
+        "bin_width": width,
+        "totals": totals,
+        "categories": dict(sorted(cats.items())),
+        "flags": dict(sorted(flags.items())),
+        "hacking_rate": [h / t if t else 0.0 for h, t in zip(hacked, totals, strict=True)],
+        "examples": dict(sorted(examples.items())),
+    }
 
 
 def _thin(curve: list[list[float]]) -> list[list[float]]:

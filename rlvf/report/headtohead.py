@@ -16,7 +16,7 @@ import numpy as np
 
 from rlvf.report import stats
 
-METHOD_ORDER = ("base", "sft", "dpo", "kto", "orpo", "rm", "grpo", "ppo")
+METHOD_ORDER = ("base", "sft", "dpo", "kto", "orpo", "rm", "ppo", "grpo", "rloo", "online_dpo")
 
 
 class ComparisonError(ValueError):
@@ -318,13 +318,18 @@ def comparisons(records: dict[str, dict], study: dict[str, Any]) -> list[dict[st
 
 
 def universally_hard(records: dict[str, dict]) -> list[dict[str, Any]]:
-    """Per suite and task set seen in at least two runs: the tasks no run passes."""
-    groups: dict[tuple[str, tuple[str, ...]], list[dict]] = {}
+    """Per comparable group (base model and invariants hash), suite and task set seen in at
+    least two runs: the tasks no run of that group passes. Runs of different base models are
+    never intersected (a stronger model's passes would hide the weaker one's hard tasks)."""
+    groups: dict[tuple[str, str, str, tuple[str, ...]], list[dict]] = {}
     for rec in ordered(records):
         for suite, ev in rec["evals"].items():
-            groups.setdefault((suite, tuple(ev["task_ids"])), []).append(rec)
+            key = (rec.get("base_model", ""), rec.get("invariants_hash", ""), suite, tuple(ev["task_ids"]))
+            groups.setdefault(key, []).append(rec)
     out = []
-    for (suite, tids), recs in sorted(groups.items(), key=lambda kv: (kv[0][0], len(kv[0][1]))):
+    for (base_model, inv, suite, tids), recs in sorted(
+        groups.items(), key=lambda kv: (kv[0][0], kv[0][1], kv[0][2], len(kv[0][3]))
+    ):
         if len(recs) < 2:
             continue
         any_pass = np.zeros(len(tids), dtype=bool)
@@ -332,6 +337,8 @@ def universally_hard(records: dict[str, dict]) -> list[dict[str, Any]]:
             any_pass |= task_passes(r["evals"][suite])
         out.append(
             {
+                "base_model": base_model,
+                "invariants_hash": inv,
                 "suite": suite,
                 "n_tasks": len(tids),
                 "runs": [r["run_id"] for r in recs],
@@ -412,3 +419,61 @@ def health_flags(rec: dict) -> list[str]:
     if first is not None and final is not None and len(t.get("loss_curve") or []) > 1 and final > first:
         flags.add("loss_diverged")
     return sorted(flags)
+
+
+# -- the study summary (seed 004) ---------------------------------------------------------
+def started_from(rec: dict, records: dict[str, dict]) -> str | None:
+    """The run a run's policy started from: its `model.init` when that names an exported run
+    (run id, or a registered version ``models:/NAME/VERSION`` / ``models:/NAME@ALIAS``), else its
+    baseline (parent with results, else the base of its invariants group)."""
+    init = (rec.get("params") or {}).get("model.init")
+    if init and init not in ("null", "None", ""):
+        if init in records and init != rec["run_id"]:
+            return init
+        if init.startswith("models:/"):
+            name, _, ref = init[len("models:/") :].rstrip("/").partition("/")
+            name, at, alias = name.partition("@")
+            for rid, r in records.items():
+                for v in r.get("registered") or []:
+                    if v["name"] == name and (
+                        (at and alias in v["aliases"]) or (ref and v["version"] == ref)
+                    ):
+                        return rid if rid != rec["run_id"] else None
+    base = (rec.get("baseline") or {}).get("run_id")
+    return base if base in records and base != rec["run_id"] else None
+
+
+def representatives(records: dict[str, dict]) -> list[dict]:
+    """One run per (comparable group, method) for the summary: a run outside any scan first,
+    then one with a registry alias, then the latest to end."""
+    best: dict[tuple[str, str, str], dict] = {}
+
+    def rank(r: dict) -> tuple:
+        aliased = any(v.get("aliases") for v in r.get("registered") or [])
+        return (not r.get("scan"), aliased, (r.get("time") or {}).get("end_ms") or 0, r["run_id"])
+
+    for r in ordered(records):
+        if r.get("kind") in ("eval", "pairs") and r.get("method") != "base":
+            continue
+        key = (r.get("base_model", ""), r.get("invariants_hash", ""), r.get("method") or "other")
+        if key not in best or rank(r) > rank(best[key]):
+            best[key] = r
+    return sorted(best.values(), key=sort_key)
+
+
+def phases(records: dict[str, dict], runs: list[dict]) -> list[tuple[str, str, str]]:
+    """(from, to, why) for each run of `runs` against the run it started from, and against
+    the root of that chain when the chain is longer (seed 004: sft − base, dpo − sft, dpo − base)."""
+    out: list[tuple[str, str, str]] = []
+    for r in runs:
+        start = started_from(r, records)
+        if start is None:
+            continue
+        out.append((start, r["run_id"], "started from"))
+        root, seen = start, {r["run_id"], start}
+        while (nxt := started_from(records[root], records)) is not None and nxt not in seen:
+            seen.add(nxt)
+            root = nxt
+        if root != start:
+            out.append((root, r["run_id"], "chain root"))
+    return out

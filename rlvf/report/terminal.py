@@ -38,10 +38,10 @@ def print_comparison(a: dict, b: dict, suites: list[str]) -> dict:
     deltas = Table(title="Deltas (run − baseline)")
     for col in (
         "Suite",
-        "Baseline %",
-        "Run %",
+        "Baseline %¹",
+        "Run %¹",
         "Δ",
-        "±SE",
+        "±SE²",
         "2×SE",
         "McNemar p (b/c)",
         "Bootstrap 95% CI",
@@ -68,6 +68,10 @@ def print_comparison(a: dict, b: dict, suites: list[str]) -> dict:
             d["verdict"],
         )
     console.print(deltas)
+    click.echo(
+        "¹ pass@1 mean ± std over eval seeds (lm-eval rows: the value).  ² the combined stderr over "
+        "tasks (lm-eval rows: lm-eval's own stderr); significant = beyond 2×SE and McNemar p < 0.05."
+    )
     for v in c["lm_eval_refused"]:
         click.echo(f"lm-eval {v['task']}: not compared, the task version changed ({v['a']} -> {v['b']})")
     if c["forgetting"]:
