@@ -211,11 +211,15 @@ def _run_mlflow(method: str, recipe: str, overrides: list[str], experiment_id: s
 
     root = _project_root()
     if root is None:
-        raise UserError("study: runner 'mlflow' needs rlvf's checkout (its MLproject); use --runner inprocess")
+        raise UserError(
+            "study: runner 'mlflow' needs rlvf's checkout (its MLproject); use --runner inprocess"
+        )
     sub = mlflow.projects.run(
         str(root),
         entry_point=method,
-        parameters={"recipe": recipe, **({"set": ";".join(overrides)} if overrides else {})},
+        # one parameter per key (`--data.n_pairs 120`): MLflow logs each as it is, where one
+        # `set` would be logged shell-quoted
+        parameters={"recipe": recipe, **{k.strip(): v for k, v in (o.split("=", 1) for o in overrides)}},
         env_manager="local",
         experiment_id=experiment_id,
         synchronous=False,
@@ -327,7 +331,9 @@ def run_export(study: Study, outcomes: list[Outcome]) -> Outcome:
         if not ids:
             raise UserError("no finished step to export")
         res = export(client(), Selection(runs=ids), study.registry_dir, study.site_dir)
-        out.headline = f"{res.get('runs', len(ids))} runs to {study.registry_dir}/ and {study.site_dir}/report/"
+        out.headline = (
+            f"{res.get('runs', len(ids))} runs to {study.registry_dir}/ and {study.site_dir}/report/"
+        )
     except Exception as e:
         out.status, out.reason = "failed", _one_line(e)
     out.seconds = time.perf_counter() - t0
@@ -363,7 +369,11 @@ def _open_parent(study: Study) -> tuple[str, str]:
             return active.info.run_id, exp_id
     active = mlflow.start_run(run_name=_parent_name(study))
     if wrapper:
-        c.set_tag(wrapper, TAG_ERROR, f"the study runs in experiment '{study.experiment}' as run {active.info.run_id}")
+        c.set_tag(
+            wrapper,
+            TAG_ERROR,
+            f"the study runs in experiment '{study.experiment}' as run {active.info.run_id}",
+        )
         liveness.restore_after_wrapper(wrapper, "DELETE")
     return active.info.run_id, exp_id
 
@@ -373,7 +383,10 @@ def _parent_name(study: Study) -> str:
 
 
 def summary_markdown(outcomes: list[Outcome]) -> str:
-    rows = ["| step | method | status | run | headline / reason | time |", "| --- | --- | --- | --- | --- | --- |"]
+    rows = [
+        "| step | method | status | run | headline / reason | time |",
+        "| --- | --- | --- | --- | --- | --- |",
+    ]
     for o in outcomes:
         run = f"{o.run_name} ({o.run_id[:8]})" if o.run_id else ""
         text = o.reason if o.status in ("failed", "skipped") else o.headline
@@ -385,8 +398,8 @@ def run_study(study: Study) -> list[Outcome]:
     """Run the study (see the module doc); returns one Outcome per step."""
     import mlflow
 
-    from rlvf.tracking.runs import client
     from rlvf.tracking.runinfo import NOTE
+    from rlvf.tracking.runs import client
 
     t0 = time.perf_counter()
     parent, exp_id = _open_parent(study)
@@ -402,7 +415,9 @@ def run_study(study: Study) -> list[Outcome]:
             *([_param("set", ";".join(study.common))] if study.common else []),
         ],
     )
-    log(f"study {parent} in experiment '{study.experiment}': {len(study.steps)} steps ({study.runner} runner)")
+    log(
+        f"study {parent} in experiment '{study.experiment}': {len(study.steps)} steps ({study.runner} runner)"
+    )
     outcomes: list[Outcome] = []
     done: dict[str, str] = {}
     status = "FAILED"
@@ -432,7 +447,9 @@ def run_study(study: Study) -> list[Outcome]:
         wall = time.perf_counter() - t0
         counts = {s: sum(o.status == s for o in outcomes) for s in ("ran", "reused", "failed", "skipped")}
         with contextlib.suppress(Exception):
-            c.log_batch(parent, metrics=_metrics({f"study/{k}": v for k, v in counts.items()} | {"time/wall_s": wall}))
+            c.log_batch(
+                parent, metrics=_metrics({f"study/{k}": v for k, v in counts.items()} | {"time/wall_s": wall})
+            )
             table = summary_markdown(outcomes)
             head = ", ".join(f"{v} {k}" for k, v in counts.items() if v)
             c.set_tag(parent, NOTE, f"{head or 'nothing run'} in {wall / 60:.1f} min\n\n{table}")
@@ -472,7 +489,9 @@ def _sizes(text: str | None, recipe: str) -> tuple[int, ...]:
 
 
 @click.command("study")
-@click.option("--recipe", "-r", default="default", show_default=True, help="Recipe for every step (e.g. small).")
+@click.option(
+    "--recipe", "-r", default="default", show_default=True, help="Recipe for every step (e.g. small)."
+)
 @click.option("--steps", default="", help="Comma-separated steps to run (and those they need); default all.")
 @click.option(
     "--set",
@@ -482,7 +501,9 @@ def _sizes(text: str | None, recipe: str) -> tuple[int, ...]:
     metavar="[STEP:]KEY=VALUE",
     help="Config override for every step that has KEY, or for one STEP (repeatable; ';' separates).",
 )
-@click.option("--scan", default="", help="DPO scaling scan pair counts (default 120,250,500,1000; small: 4,8).")
+@click.option(
+    "--scan", default="", help="DPO scaling scan pair counts (default 120,250,500,1000; small: 4,8)."
+)
 @click.option("--experiment", default="", help="MLflow experiment (default: rlvf-study-<recipe>).")
 @click.option(
     "--runner",
@@ -491,7 +512,9 @@ def _sizes(text: str | None, recipe: str) -> tuple[int, ...]:
     show_default=True,
     help="mlflow: each step is `mlflow run` of its entry point; inprocess: in this process.",
 )
-@click.option("--registry", "registry_dir", default="registry", show_default=True, help="Where export writes.")
+@click.option(
+    "--registry", "registry_dir", default="registry", show_default=True, help="Where export writes."
+)
 @click.option("--site", "site_dir", default="site", show_default=True, help="MkDocs docs dir for export.")
 def study_cmd(
     recipe: str,
@@ -514,7 +537,10 @@ def study_cmd(
     all_steps = study_steps(_sizes(scan, recipe))
     chosen = select_steps(all_steps, steps)
     common, per = split_overrides(sets, chosen)
-    name = experiment or f"rlvf-study-{Path(recipe).stem if '/' in recipe or recipe.endswith('.yaml') else recipe}"
+    name = (
+        experiment
+        or f"rlvf-study-{Path(recipe).stem if '/' in recipe or recipe.endswith('.yaml') else recipe}"
+    )
     study = Study(recipe, name, runner, chosen, common, per, registry_dir, site_dir)
     outcomes = run_study(study)
     failed = [o for o in outcomes if o.status == "failed"]
