@@ -50,7 +50,7 @@ def store(tmp_path_factory, tiny_policy):
 def _study(*extra: str):
     from rlvf.cli import main
 
-    args = ["study", "-r", "small", "--runner", "inprocess", "--steps", STEPS, "--scan", "4,8"]
+    args = ["study", "-r", "small", "--runner", "inprocess", "--steps", STEPS, "--scan", "2,4"]
     return CliRunner().invoke(main, [*args, "-s", SHORT, "-s", BROKEN, *extra])
 
 
@@ -84,7 +84,7 @@ def test_study_nests_names_reports_failures_and_reuses(store):
         if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id
     }
     # every step that could run ran, nested under the parent, named by what it is
-    assert set(children) == {"base", "sft", "scan_pairs", "dpo_n4", "dpo_n8"}
+    assert set(children) == {"base", "sft", "scan_pairs", "dpo_n2", "dpo_n4"}
     for label, r in children.items():
         assert r.info.status == "FINISHED", label
         cfg_hash = r.data.tags[schema.TAG_CONFIG_HASH]
@@ -92,7 +92,7 @@ def test_study_nests_names_reports_failures_and_reuses(store):
         assert r.data.metrics["time/wall_s"] > 0
     assert children["base"].info.run_name.startswith("eval base ")
     assert children["sft"].info.run_name.startswith("sft ")
-    assert children["dpo_n4"].info.run_name.startswith("dpo n_pairs=4 ")
+    assert children["dpo_n2"].info.run_name.startswith("dpo n_pairs=2 ")
     # the headline: in the description and first among the metrics
     sft = children["sft"]
     mean = sft.data.metrics["eval/procedural/pass_at_1"]
@@ -103,7 +103,7 @@ def test_study_nests_names_reports_failures_and_reuses(store):
     # the scan: both sizes from the one pairs run, nested subsets
     pairs_id = children["scan_pairs"].info.run_id
     sets = {}
-    for n in (4, 8):
+    for n in (2, 4):
         r = children[f"dpo_n{n}"]
         assert r.data.params["cfg.data.pairs"] == pairs_id and r.data.params["cfg.data.n_pairs"] == str(n)
         local = client.download_artifacts(r.info.run_id, "data/pairs.jsonl", str(store / f"n{n}"))
@@ -111,7 +111,7 @@ def test_study_nests_names_reports_failures_and_reuses(store):
             json.dumps(json.loads(line), sort_keys=True) for line in Path(local).read_text().splitlines()
         }
         assert len(sets[n]) == n
-    assert sets[4] < sets[8]
+    assert sets[2] < sets[4]
     # the summary: one row per step, the failure and the skip with their reasons
     local = client.download_artifacts(parent.info.run_id, "study/summary.json", str(store))
     summary = {o["step"]: o for o in json.loads(Path(local).read_text())}
@@ -137,7 +137,8 @@ def test_mlflow_entry_point_runs_a_step_and_drops_empty_options(store):
     from mlflow import MlflowClient
     from mlflow.entities import ViewType
 
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1"}
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_EXPERIMENT")}  # set_experiment's
+    env.update(PYTHONPATH=str(ROOT), HF_HUB_OFFLINE="1")
     cmd = [sys.executable, "-m", "mlflow", "run", str(ROOT), "-e", "study", "--env-manager", "local"]
     cmd += ["-P", "recipe=small", "-P", "steps=base", "-P", f"set={SHORT};eval.seeds=[1]"]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
@@ -154,7 +155,7 @@ def test_mlflow_entry_point_runs_a_step_and_drops_empty_options(store):
     (step,) = client.search_runs([exp.experiment_id], f"tags.mlflow.parentRunId = '{parent.info.run_id}'")
     assert step.data.tags["mlflow.project.entryPoint"] == "eval"
     assert step.info.run_name.startswith("eval base seeds=1 ")
-    assert step.data.params["recipe"] == "small" and step.data.params["eval.seeds"] == "[1]"
+    assert step.data.params["recipe"] == "small" and step.data.params["eval.seeds"] == "1"
     assert "" not in step.data.params.values()  # no empty MLproject options next to the real values
     # the run `mlflow run` made in Default is deleted once it exits
     deadline = time.monotonic() + 60  # a detached process deletes it after `mlflow run` exits

@@ -45,10 +45,12 @@ KIND_STUDY = "study"
 TAG_STUDY = "rlvf.study"  # on the parent: the recipe; on nothing else
 TAG_STEP = "rlvf.study.step"  # on a step's run: the step's name
 DEFAULT_SCAN = (120, 250, 500, 1000)
-SMALL_SCAN = (4, 8)  # the small recipe's pool is a few dozen pairs
+SMALL_SCAN = (2, 4)  # the small recipe's pool is a handful of pairs
 # The scaling scan's pool: twice the prompts and pairs per prompt of the default, so one pool
 # holds the largest subset (1,000 pairs on the embedded default; 442 come from the default's).
 SCAN_POOL = ("data.per_cell=6", "data.pairs_per_prompt=8")
+# The small recipe's 12 prompts: its own samples (cached), more pairs per prompt (4 pairs).
+SMALL_POOL = ("data.pairs_per_prompt=4",)
 
 
 @dataclass(frozen=True)
@@ -67,8 +69,8 @@ class Step:
         return tuple(dict.fromkeys(m for o in self.overrides for m in re.findall(r"\{(\w+)\}", o)))
 
 
-def study_steps(scan: Sequence[int] = DEFAULT_SCAN) -> list[Step]:
-    """Every step of the study, in the order they run."""
+def study_steps(scan: Sequence[int] = DEFAULT_SCAN, pool: Sequence[str] = SCAN_POOL) -> list[Step]:
+    """Every step of the study, in the order they run (`pool`: the scan's pairs settings)."""
     return [
         Step("base", "eval"),
         Step("sft", "sft"),
@@ -83,7 +85,7 @@ def study_steps(scan: Sequence[int] = DEFAULT_SCAN) -> list[Step]:
         Step("rloo", "rloo"),
         Step("online_dpo", "online_dpo"),
         Step("dpo_iter", "dpo", ("dpo.rounds=3",)),
-        Step("scan_pairs", "pairs", SCAN_POOL),
+        Step("scan_pairs", "pairs", tuple(pool)),
         *(Step(f"dpo_n{n}", "dpo", ("data.pairs={scan_pairs}", f"data.n_pairs={n}")) for n in scan),
         Step(EXPORT, EXPORT),
     ]
@@ -217,9 +219,12 @@ def _run_mlflow(method: str, recipe: str, overrides: list[str], experiment_id: s
     sub = mlflow.projects.run(
         str(root),
         entry_point=method,
-        # one parameter per key (`--data.n_pairs 120`): MLflow logs each as it is, where one
-        # `set` would be logged shell-quoted
-        parameters={"recipe": recipe, **{k.strip(): v for k, v in (o.split("=", 1) for o in overrides)}},
+        # one parameter per key (`--data.n_pairs 120`): MLflow logs each as it is (shell-quoted
+        # when it has to be, so lists go comma-separated), where one `set` would be quoted whole
+        parameters={
+            "recipe": recipe,
+            **{k.strip(): _plain(v) for k, v in (o.split("=", 1) for o in overrides)},
+        },
         env_manager="local",
         experiment_id=experiment_id,
         synchronous=False,
@@ -234,6 +239,14 @@ def _run_mlflow(method: str, recipe: str, overrides: list[str], experiment_id: s
         if c.get_run(sub.run_id).info.status == "RUNNING":  # what `mlflow run` itself would do
             c.set_terminated(sub.run_id, "FINISHED" if ok else "FAILED")
     return sub.run_id, ok
+
+
+def _plain(value: str) -> str:
+    """`[0, 1]` -> `0,1` (the same list to the config loader, no quotes in MLflow's params)."""
+    v = value.strip()
+    if v.startswith("[") and v.endswith("]") and "[" not in v[1:-1]:
+        return ",".join(x.strip() for x in v[1:-1].split(","))
+    return value
 
 
 def _error_of(client: Any, run_id: str | None) -> str:
@@ -313,6 +326,9 @@ def run_step(study: Study, step: Step, done: dict[str, str], parent: str, experi
         out.status, out.reason = "failed", _one_line(e)
         if out.run_id is None and out.config_hash:
             out.run_id = _failed_child(c, experiment_id, parent, out.config_hash)
+        if out.run_id:
+            with contextlib.suppress(Exception):
+                out.run_name = c.get_run(out.run_id).info.run_name or ""
     finally:
         out.seconds = time.perf_counter() - t0
     return out
@@ -406,15 +422,11 @@ def run_study(study: Study) -> list[Outcome]:
     c = client()
     c.set_tag(parent, schema.TAG_KIND, KIND_STUDY)
     c.set_tag(parent, TAG_STUDY, study.recipe)
-    c.log_batch(
-        parent,
-        params=[
-            _param("recipe", study.recipe),
-            _param("steps", ",".join(s.name for s in study.steps)),
-            _param("runner", study.runner),
-            *([_param("set", ";".join(study.common))] if study.common else []),
-        ],
-    )
+    logged = c.get_run(parent).data.params  # `mlflow run` logged its parameters on a run it made
+    params = {"recipe": study.recipe, "steps": ",".join(s.name for s in study.steps), "runner": study.runner}
+    if study.common:
+        params["set"] = ";".join(study.common)
+    c.log_batch(parent, params=[_param(k, v) for k, v in params.items() if k not in logged])
     log(
         f"study {parent} in experiment '{study.experiment}': {len(study.steps)} steps ({study.runner} runner)"
     )
@@ -534,7 +546,7 @@ def study_cmd(
 
     quiet_libraries()
     recipe = recipe or "default"
-    all_steps = study_steps(_sizes(scan, recipe))
+    all_steps = study_steps(_sizes(scan, recipe), SMALL_POOL if recipe == "small" else SCAN_POOL)
     chosen = select_steps(all_steps, steps)
     common, per = split_overrides(sets, chosen)
     name = (
