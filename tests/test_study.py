@@ -167,3 +167,45 @@ def test_mlflow_entry_point_runs_a_step_and_drops_empty_options(store):
             break
         time.sleep(0.5)
     assert default and all(r.info.lifecycle_stage == "deleted" for r in default)
+
+
+def test_cost_headline_and_step_selection_without_a_model():
+    """The pure parts: cost metrics from the recipe's optional keys, the headline line, the
+    steps a subset needs, per-step overrides."""
+    from rlvf.config import load_config
+    from rlvf.errors import UserError
+    from rlvf.pipeline.study import select_steps, split_overrides, study_steps
+    from rlvf.tracking.runinfo import cost_metrics, headline
+
+    cfg = load_config("dpo", "small", ["model.device=cpu"])
+    metrics, tags = cost_metrics(cfg, 1800.0)
+    assert metrics == {"time/wall_s": 1800.0} and tags == {}  # CPU, no GPU type, no price
+    priced = load_config("dpo", "small", ["cost.gpu_type=H100", "cost.gpus=2", "cost.usd_per_hour=3.5"])
+    assert priced.hash == load_config("dpo", "small").hash  # cost keys never move config_hash
+    metrics, tags = cost_metrics(priced, 1800.0)
+    assert metrics["cost/gpu_hours"] == 1.0 and metrics["cost/usd"] == 1.75 == metrics["train/cost_usd"]
+    assert tags == {"rlvf.gpu_type": "H100"}
+
+    line, head = headline(
+        cfg,
+        {
+            "eval/procedural/pass_at_1": 0.698,
+            "eval/procedural/pass_at_1_std": 0.034,
+            "base_eval/procedural/pass_at_1": 0.442,
+            "compare/procedural/delta_pass_at_1": 0.256,
+            "compare/procedural/delta_stderr": 0.048,
+        },
+    )
+    assert line == (
+        "procedural pass@1 0.698 ± 0.034 (± = std over 2 eval seeds); "
+        "base 0.442, delta +0.256 ± 0.096 (2×SE over tasks)"
+    )
+    assert head == {"_headline/pass_at_1": 0.698, "_headline/pass_at_1_std": 0.034}
+
+    steps = study_steps((120, 250))
+    assert [s.name for s in select_steps(steps, "grpo_sft,ppo_rm")] == ["sft", "rm", "ppo_rm", "grpo_sft"]
+    assert [s.name for s in select_steps(steps, "scan")] == ["scan_pairs", "dpo_n120", "dpo_n250"]
+    common, per = split_overrides(["seed=7;rm:data.pairs=x", "ppo_rm:ppo.reward=verifier+rm:abc"], steps)
+    assert common == ["seed=7"] and per == {"rm": ["data.pairs=x"], "ppo_rm": ["ppo.reward=verifier+rm:abc"]}
+    with pytest.raises(UserError, match="unknown step 'nope'"):
+        select_steps(steps, "nope")
