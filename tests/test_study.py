@@ -99,7 +99,7 @@ def test_study_nests_names_reports_failures_and_reuses(store):
     assert sft.data.metrics["_headline/pass_at_1"] == mean
     assert sorted(sft.data.metrics)[0].startswith("_headline/")
     assert sft.data.tags["mlflow.note.content"].startswith(f"procedural pass@1 {mean:.3f} ± ")
-    assert "(± = std over 1 eval seeds)" in sft.data.tags["rlvf.headline"]
+    assert "(± = std over 1 eval seed)" in sft.data.tags["rlvf.headline"]
     # the scan: both sizes from the one pairs run, nested subsets
     pairs_id = children["scan_pairs"].info.run_id
     sets = {}
@@ -209,3 +209,7 @@ def test_cost_headline_and_step_selection_without_a_model():
     assert common == ["seed=7"] and per == {"rm": ["data.pairs=x"], "ppo_rm": ["ppo.reward=verifier+rm:abc"]}
     with pytest.raises(UserError, match="unknown step 'nope'"):
         select_steps(steps, "nope")
+    with pytest.raises(UserError, match=r"did you mean 'train\.learning_rate'"):
+        split_overrides(["trian.learning_rate=1e-4"], steps)
+    with pytest.raises(UserError, match="applies to none of the steps"):
+        split_overrides(["dpo.beta=0.2"], select_steps(steps, "base"))

@@ -131,7 +131,27 @@ def split_overrides(sets: Sequence[str], steps: Sequence[Step]) -> tuple[list[st
             per.setdefault(step, []).append(rest)
         else:
             common.append(item)
+    _check_common(common, steps)
     return common, per
+
+
+def _check_common(common: Sequence[str], steps: Sequence[Step]) -> None:
+    """A key for every step must exist and belong to one of them at least (a typo is not
+    silently dropped by each step in turn)."""
+    from rlvf.config.loader import ConfigError, _unknown
+    from rlvf.config.schema import FIELDS, applies
+
+    methods = {s.method for s in steps if s.method != EXPORT}
+    for item in common:
+        if "=" not in item:
+            raise ConfigError(f"override '{item}' must look like key=value (e.g. train.learning_rate=1e-4)")
+        key = item.split("=", 1)[0].strip()
+        if key not in FIELDS:
+            raise _unknown(key)
+        if methods and not any(applies(key, m) for m in methods):
+            raise ConfigError(
+                f"config key '{key}' applies to none of the steps ({', '.join(sorted(methods))})"
+            )
 
 
 @dataclass

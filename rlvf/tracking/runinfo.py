@@ -151,7 +151,8 @@ def headline(cfg: Any, metrics: dict[str, float]) -> tuple[str, dict[str, float]
             continue
         mean = metrics[key]
         std = metrics.get(schema.eval_metric(suite, "pass_at_1_std"), 0.0)
-        line = f"{suite} pass@1 {mean:.3f} ± {std:.3f} (± = std over {len(seeds)} eval seeds)"
+        over = f"{len(seeds)} eval seed{'s' if len(seeds) != 1 else ''}"
+        line = f"{suite} pass@1 {mean:.3f} ± {std:.3f} (± = std over {over})"
         base = metrics.get(schema.eval_metric(suite, "pass_at_1", schema.BASE_EVAL_PREFIX))
         delta = metrics.get(f"compare/{schema.suite_key(suite)}/delta_pass_at_1")
         se = metrics.get(f"compare/{schema.suite_key(suite)}/delta_stderr")
