@@ -534,7 +534,7 @@ def _sizes(text: str | None, recipe: str) -> tuple[int, ...]:
     help="Config override for every step that has KEY, or for one STEP (repeatable; ';' separates).",
 )
 @click.option(
-    "--scan", default="", help="DPO scaling scan pair counts (default 120,250,500,1000; small: 4,8)."
+    "--scan", default="", help="DPO scaling scan pair counts (default 120,250,500,1000; small: 2,4)."
 )
 @click.option("--experiment", default="", help="MLflow experiment (default: rlvf-study-<recipe>).")
 @click.option(
