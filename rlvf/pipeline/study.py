@@ -136,8 +136,9 @@ def split_overrides(sets: Sequence[str], steps: Sequence[Step]) -> tuple[list[st
 
 
 def _check_common(common: Sequence[str], steps: Sequence[Step]) -> None:
-    """A key for every step must exist and belong to one of them at least (a typo is not
-    silently dropped by each step in turn)."""
+    """A key for every step must exist (a typo is not silently dropped by each step in turn);
+    one that belongs to none of the chosen steps is said and left out (one `set` serves any
+    subset)."""
     from rlvf.config.loader import ConfigError, _unknown
     from rlvf.config.schema import FIELDS, applies
 
@@ -149,9 +150,7 @@ def _check_common(common: Sequence[str], steps: Sequence[Step]) -> None:
         if key not in FIELDS:
             raise _unknown(key)
         if methods and not any(applies(key, m) for m in methods):
-            raise ConfigError(
-                f"config key '{key}' applies to none of the steps ({', '.join(sorted(methods))})"
-            )
+            log(f"study: {key} applies to none of the steps ({', '.join(sorted(methods))}): left out")
 
 
 @dataclass
