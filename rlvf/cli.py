@@ -62,6 +62,7 @@ def _register() -> None:
     main.add_command(importlib.import_module("rlvf.report.cli").export_cmd)
     main.add_command(importlib.import_module("rlvf.report.cli").compare_cmd)
     main.add_command(importlib.import_module("rlvf.tracking.cli").upload_cmd)
+    main.add_command(importlib.import_module("rlvf.pipeline.study").study_cmd)
     # One command per registered method (rlvf.methods), unless an area already has one by that
     # name (`rlvf bootstrap` is the models' own).
     for cmd in importlib.import_module("rlvf.pipeline.cli").commands():

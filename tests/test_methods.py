@@ -98,18 +98,30 @@ def _script_command(name: str, command: str) -> str:
 
 
 def test_mlproject_one_entry_point_per_method_and_parameters_parse():
-    from rlvf.pipeline.cli import mlproject_entry, parse_script_args, shortcuts_for
+    from rlvf.pipeline.cli import (
+        EXTRA_ENTRIES,
+        mlproject_entry,
+        mlproject_options,
+        mlproject_text,
+        parse_script_args,
+        shortcuts_for,
+    )
 
+    # the file is what the registry generates (one entry per method, then the study)
+    assert (ROOT / "MLproject").read_text() == mlproject_text(ROOT)
     eps = _mlproject()
-    assert sorted(eps) == sorted(names())
+    assert sorted(eps) == sorted([*names(), *EXTRA_ENTRIES])
     for name, ep in eps.items():
         derived = mlproject_entry(name)
-        assert ep["parameters"] == derived["parameters"], name
+        # only `recipe` is declared: MLflow logs every declared parameter, '' ones too
+        assert (
+            ep["parameters"] == derived["parameters"] == {"recipe": {"type": "string", "default": "default"}}
+        )
+        if name in EXTRA_ENTRIES:
+            continue
         assert _script_command(name, ep["command"]) == derived["command"], name
         argv, want = [], []
-        for p in ep["parameters"]:
-            if p == "recipe":
-                continue
+        for p in mlproject_options(name):  # passed as MLflow's extra parameters: --name value
             if p == "set":
                 argv += ["--set", "seed=7"]
                 want.append("seed=7")
@@ -222,7 +234,14 @@ def test_a_new_method_needs_only_its_module_and_one_registration(toy, tmp_path):
     from rlvf.config import load_config
     from rlvf.config.schema import FIELDS, METHODS, SECTIONS, applies
     from rlvf.methods import curves, scan_params
-    from rlvf.pipeline.cli import commands, mlproject_block, mlproject_entry, parse_script_args, shortcuts_for
+    from rlvf.pipeline.cli import (
+        commands,
+        mlproject_block,
+        mlproject_entry,
+        mlproject_options,
+        parse_script_args,
+        shortcuts_for,
+    )
     from rlvf.pipeline.lifecycle import STAGES
 
     # schema: its section, its key in a shared section, the lifecycle's sections and keys
@@ -247,10 +266,11 @@ def test_a_new_method_needs_only_its_module_and_one_registration(toy, tmp_path):
     out = CliRunner().invoke(cmd, ["--help"])
     assert out.exit_code == 0 and "--alpha" in out.output
     entry = mlproject_entry("toy")
-    assert list(entry["parameters"]) == ["recipe", "policy", "alpha", "seed", "set"]
-    assert entry["parameters"]["alpha"] == {"type": "float", "default": ""}
-    assert entry["command"].startswith("python -m rlvf.pipeline toy --recipe {recipe}")
+    assert list(entry["parameters"]) == ["recipe"]
+    assert mlproject_options("toy") == ["policy", "alpha", "seed", "set"]
+    assert entry["command"] == "python -m rlvf.pipeline toy --recipe {recipe}"
     assert yaml.safe_load("entry_points:\n" + mlproject_block("toy"))["entry_points"]["toy"] == entry
+    assert "# -P options: policy, alpha, seed, set" in mlproject_block("toy")
     assert "toy" in STAGES
     # and it trains through the shared training layer
     from rlvf.train.common import train_policy

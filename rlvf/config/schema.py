@@ -23,7 +23,7 @@ FIELDS: dict[str, Field] = {}
 TRAINING_METHODS: list[str] = []
 
 # Sections every method's config holds.
-COMMON_SECTIONS = ("method", "seed", "model", "tracking")
+COMMON_SECTIONS = ("method", "seed", "model", "tracking", "cost")
 # Where method sections go among the shared ones (keeps `dpo` before `eval`, as it always was).
 METHOD_SECTIONS_BEFORE = "eval"
 
@@ -205,6 +205,24 @@ SHARED: dict[str, Any] = {
             "float",
             "seconds a tracking server may stay unreachable before the run is kept on disk "
             "(a spool: `rlvf upload` sends it later) and training goes on",
+            minimum=0.0,
+            hashed=False,
+        ),
+    },
+    # What a run costs (rlvf.tracking.runinfo): read after the run, never hashed.
+    "cost": {
+        "gpu_type": F(
+            "str",
+            "GPU the runs use (e.g. H100): wall time is also logged as cost/gpu_hours "
+            "(on CUDA without it, torch's device name)",
+            nullable=True,
+            hashed=False,
+        ),
+        "gpus": F("int", "GPUs a run holds (GPU-hours = wall hours x gpus)", minimum=1, hashed=False),
+        "usd_per_hour": F(
+            "float",
+            "hourly price of what a run holds: logged as cost/usd (and train/cost_usd)",
+            nullable=True,
             minimum=0.0,
             hashed=False,
         ),

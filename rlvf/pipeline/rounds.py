@@ -17,6 +17,7 @@ the final policy is logged and registered once.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 from typing import Any
@@ -70,6 +71,8 @@ def run_rounds(
     keep = bool(training.keep_data(cfg)) if training.keep_data else False
     active = mlflow.active_run()
     parent_name = (active.info.run_name if active else None) or run.run_id[:8]
+    with contextlib.suppress(Exception):  # the name in the store (renamed under `mlflow run`)
+        parent_name = run.client.get_run(run.run_id).info.run_name or parent_name
     source = init
     kept: list[Any] = []
     outs: list[Any] = []

@@ -403,10 +403,13 @@ def start_run(
     # MLflow attaches a run started without a run id to MLFLOW_RUN_ID (hidden for a child),
     # and unsets it when any run ends (put back for the parent when a child ends).
     hidden = os.environ.pop("MLFLOW_RUN_ID", None) if child_of else None
+    from rlvf.tracking import runinfo
+
+    name = cfg.get("tracking.run_name") or (None if resume else runinfo.run_name(cfg))
     try:
         active = mlflow.start_run(
             run_id=resume or env_run or None,
-            run_name=None if env_run or resume else cfg.get("tracking.run_name"),
+            run_name=None if env_run or resume else name,
             nested=nested,
             parent_run_id=child_of,
         )
@@ -418,6 +421,10 @@ def start_run(
     from rlvf.tracking.spool import ResilientClient, run_folder
 
     rid = active.info.run_id
+    if env_run and name and runinfo.is_generated_name(active.info.run_name):
+        with contextlib.suppress(Exception):  # `mlflow run` named it at random: name it by what it is
+            client().set_tag(rid, runinfo.RUN_NAME, name)
+    t_open = time.perf_counter()
     outage_s = float(cfg.get("tracking.outage_s") or 60.0)
     run = Run(
         rid, ResilientClient(client(), rid, tracking_uri(), outage_s, lambda: run_folder(cfg, rid) / "spool")
@@ -455,6 +462,8 @@ def start_run(
             yield run
             signals.shield()
             run.flush()
+            if not spooled(run):
+                runinfo.describe(run, cfg, time.perf_counter() - t_open)
         except BaseException as e:
             signals.shield()
             if isinstance(e, (KeyboardInterrupt, RunKilled)):
