@@ -22,6 +22,7 @@
 #   MLFLOW_FLASK_SERVER_SECRET_KEY  the auth forms' CSRF key [random per start]; set one
 #                              value when several servers sit behind one address
 #   RLVF_SERVER_DEFAULT_PERMISSION  what users get on others' experiments [READ]
+#   MLFLOW_SERVER_ENABLE_JOB_EXECUTION  MLflow's GenAI job runner [false]
 #   RLVF_SERVER_HOST [127.0.0.1], RLVF_SERVER_PORT [5000], RLVF_SERVER_WORKERS [2]
 #   RLVF_SERVER_ALLOWED_HOSTS  Host headers to accept when serving beyond localhost
 #                              (MLflow's --allowed-hosts, e.g. "mlflow.lab.example:5000")
@@ -63,6 +64,8 @@ EOF
     MLFLOW_FLASK_SERVER_SECRET_KEY=$(python3 -c 'import secrets; print(secrets.token_hex(32))')
     export MLFLOW_FLASK_SERVER_SECRET_KEY
   fi
+  # MLflow's job runner (GenAI scorers, trace roll-ups; seven huey processes) is not used by rlvf
+  export MLFLOW_SERVER_ENABLE_JOB_EXECUTION=${MLFLOW_SERVER_ENABLE_JOB_EXECUTION:-false}
   local extra=()
   if [ -n "${RLVF_SERVER_ALLOWED_HOSTS:-}" ]; then extra+=(--allowed-hosts "$RLVF_SERVER_ALLOWED_HOSTS"); fi
   MLFLOW_AUTH_CONFIG_PATH="$AUTH_INI" python3 -m mlflow server --app-name basic-auth \
