@@ -23,6 +23,10 @@
 #                              value when several servers sit behind one address
 #   RLVF_SERVER_DEFAULT_PERMISSION  what users get on others' experiments [READ]
 #   MLFLOW_SERVER_ENABLE_JOB_EXECUTION  MLflow's GenAI job runner [false]
+#   RLVF_SERVER_AUTH_CACHE_S   seconds a checked password stays valid in a worker [60]: MLflow
+#                              checks it (PBKDF2, slow by design) on every request otherwise, and
+#                              an rlvf run makes hundreds; 0 turns the cache off, so a changed
+#                              password takes effect at once on every worker
 #   RLVF_SERVER_HOST [127.0.0.1], RLVF_SERVER_PORT [5000], RLVF_SERVER_WORKERS [2]
 #   RLVF_SERVER_ALLOWED_HOSTS  Host headers to accept when serving beyond localhost
 #                              (MLflow's --allowed-hosts, e.g. "mlflow.lab.example:5000")
@@ -58,6 +62,7 @@ default_permission = ${RLVF_SERVER_DEFAULT_PERMISSION:-READ}
 database_uri = ${RLVF_SERVER_AUTH_DB}
 admin_username = ${MLFLOW_AUTH_ADMIN_USERNAME:-admin}
 authorization_function = mlflow.server.auth:authenticate_request_basic_auth
+auth_cache_ttl_seconds = ${RLVF_SERVER_AUTH_CACHE_S:-60}
 EOF
   # CSRF key of the auth app's forms: shared by the workers; set it to share it across servers
   if [ -z "${MLFLOW_FLASK_SERVER_SECRET_KEY:-}" ]; then
