@@ -21,7 +21,7 @@ import socket
 import subprocess
 import time
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -162,12 +162,13 @@ class TeamServer:
         """A team member, created by the admin through MLflow's auth API."""
         from mlflow.server import get_app_client
 
-        with _credentials(*ADMIN):
+        with credentials(*ADMIN):
             get_app_client("basic-auth", tracking_uri=self.uri).create_user(name, password)
 
 
 @contextlib.contextmanager
-def _credentials(user: str, password: str) -> Iterator[None]:
+def credentials(user: str, password: str) -> Iterator[None]:
+    """This process's MLflow credentials for the block (for MlflowClient checks)."""
     old = {k: os.environ.get(k) for k in ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD")}
     os.environ.update(MLFLOW_TRACKING_USERNAME=user, MLFLOW_TRACKING_PASSWORD=password)
     try:
@@ -204,6 +205,3 @@ def team_server_fixture(tmp_path_factory) -> Iterator[TeamServer]:
             yield server
         finally:
             server.stop()
-
-
-credentials: Callable[[str, str], contextlib.AbstractContextManager[None]] = _credentials
