@@ -28,6 +28,13 @@ class _Group(click.Group):
         except KeyboardInterrupt:
             click.echo("interrupted", err=True)
             sys.exit(130)
+        except Exception as e:
+            from rlvf.tracking.access import refused
+
+            if not refused(e):
+                raise
+            click.echo(f"error: {refused(e)}", err=True)
+            sys.exit(2)
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})

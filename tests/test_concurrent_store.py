@@ -33,10 +33,12 @@ print(run.run_id)
 """
 
 
-def _race(uri: str, experiments: list[str], tmp: Path) -> list[str]:
+def _race(uri: str, experiments: list[str], tmp: Path, env: dict[str, str] | None = None) -> list[str]:
+    """Run ids of one run opened per experiment name, all at once (`env`: the processes'
+    environment, by default this one's with MLFLOW_TRACKING_URI=uri and no other MLflow setting)."""
     barrier = tmp / "barrier"
     barrier.mkdir()
-    env = {
+    env = env or {
         **{k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")},
         "PYTHONPATH": str(REPO),
         "HF_HUB_OFFLINE": "1",
