@@ -105,7 +105,11 @@ SHARED: dict[str, Any] = {
             hashed=False,
         ),
         "ray_actors": F(
-            "int", "Ray actors judging at once (default: the cluster's CPUs)", nullable=True, minimum=1, hashed=False
+            "int",
+            "Ray actors judging at once (default: the cluster's CPUs)",
+            nullable=True,
+            minimum=1,
+            hashed=False,
         ),
         "ray_auth": F(
             "str",

@@ -194,7 +194,13 @@ class RayPool:
                         ref = self.actors[slot].judge.remote(needed, part, limits)
                         extra = STARTUP_GRACE_S if fresh[slot] else 0.0
                         # Queued behind the slot's other chunk: its budget starts after that one.
-                        sent[ref] = _Sent(chunk, slot, self.actors[slot], time.monotonic(), budget * (1 + load[slot]) + extra)
+                        sent[ref] = _Sent(
+                            chunk,
+                            slot,
+                            self.actors[slot],
+                            time.monotonic(),
+                            budget * (1 + load[slot]) + extra,
+                        )
                         load[slot] += 1
                     ready, _ = ray.wait(list(sent), num_returns=1, timeout=1.0)
                     for ref in ready:
