@@ -131,12 +131,15 @@ class _Sent:
 class RayPool:
     """A fixed number of `Judge` actors spread over the cluster's nodes."""
 
-    def __init__(self, backend: Backend, *, num_cpus: float = 1.0) -> None:
+    def __init__(self, backend: Backend) -> None:
         ray = _ray()
         self.backend = backend
         self.owns_connection = connect(backend)
-        n = backend.ray_actors or max(1, int(ray.cluster_resources().get("CPU", 1)))
-        self._cls = ray.remote(num_cpus=num_cpus, max_restarts=0, max_task_retries=0)(Judge)
+        cpus = float(ray.cluster_resources().get("CPU", 1.0))
+        n = backend.ray_actors or max(1, int(cpus))
+        # One CPU per actor; more actors than the cluster has CPUs share them (else the extra
+        # ones would wait forever to be scheduled).
+        self._cls = ray.remote(num_cpus=min(1.0, cpus / n), max_restarts=0, max_task_retries=0)(Judge)
         self.actors: list[Any] = [self._new() for _ in range(n)]
         self.replaced = 0  # actors that died and were replaced
         self.chunks_done = 0  # finished chunks, judged or not (tests watch it to kill mid-batch)
