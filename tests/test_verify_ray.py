@@ -304,3 +304,39 @@ def _limits():
     from rlvf.verify.sandbox import Limits
 
     return Limits(timeout=5.0)
+
+
+def test_one_config_key_switches_every_caller_and_not_the_hash(cluster: str) -> None:
+    """`verify.backend: ray` routes the shared reward (and every other caller of
+    verify_samples) through Ray, with the same verdicts; it does not move config_hash."""
+    from rlvf.config import ConfigError, load_config
+    from rlvf.records import Task
+    from rlvf.rewards.verifier import VerifierReward
+    from rlvf.verify import ray_pool
+    from rlvf.verify.backend import current, use_config
+
+    on_ray = load_config(
+        "grpo", "small", ["verify.backend=ray", f"verify.ray_address={cluster}", "verify.ray_actors=2"]
+    )
+    assert on_ray.hash == load_config("grpo", "small").hash
+    with pytest.raises(ConfigError):
+        load_config("grpo", "small", ["verify.backend=slurm"])
+
+    task = Task(
+        task_id="ray/add",
+        prompt="def add(a, b):\n",
+        entry_point="add",
+        test="def check(c):\n    assert c(1, 2) == 3\n",
+        canonical_solution="    return a + b\n",
+    )
+    completions = ["    return a + b\n", "    return a - b\n", "    import os\n    os._exit(0)\n"]
+    reward = VerifierReward([task])
+    here = reward(completions=completions, task_id=[task.task_id] * 3)
+    with use_config(on_ray):
+        assert current().name == "ray" and os.environ["RLVF_VERIFY_BACKEND"] == "ray"
+        pool = ray_pool.pool_for(current())
+        done = pool.chunks_done
+        there = reward(completions=completions, task_id=[task.task_id] * 3)
+        assert pool.chunks_done > done  # it went through the Ray pool
+    assert there == here == [1.0, 0.0, 0.0]
+    assert current().name == "local" and ray_pool._pools == {}  # the run's pool closed with it
