@@ -107,6 +107,10 @@ class Judge:
     def pid(self) -> int:
         return os.getpid()
 
+    def close(self) -> None:
+        """Stop the fork server and remove its directory (a killed actor cannot)."""
+        self.server.close()
+
     def judge(self, problems: dict[str, Any], samples: list[Sample], limits: Limits) -> list[Outcome]:
         from rlvf.verify.batch import verify_local
 
@@ -240,6 +244,8 @@ class RayPool:
         """Kill the actors (their fork servers die with them) and disconnect if we connected."""
         ray = _ray()
         if ray.is_initialized():
+            with contextlib.suppress(Exception):
+                ray.get([a.close.remote() for a in self.actors], timeout=10)
             for a in self.actors:
                 with contextlib.suppress(Exception):
                     ray.kill(a, no_restart=True)
