@@ -92,7 +92,7 @@ def ray_bench(problems, samples, actor_counts: list[int], args) -> None:
     import ray
 
     from rlvf.verify.batch import verify_local
-    from rlvf.verify.ray_pool import RayPool, connect
+    from rlvf.verify.ray_pool import RayPool, connect, disconnect
     from rlvf.verify.sandbox import Limits
 
     limits = Limits(timeout=3.0)
@@ -128,7 +128,7 @@ def ray_bench(problems, samples, actor_counts: list[int], args) -> None:
             )
             pool.close()
     finally:
-        ray.shutdown()
+        disconnect()
 
 
 def main() -> None:

@@ -33,12 +33,13 @@ except ImportError:  # pragma: no cover
         raise  # CI installs the dev extra: a missing Ray there is a failure, not a skip
     pytest.skip("ray is not installed (pip install 'rlvf[ray]')", allow_module_level=True)
 
+from rlvf.errors import UserError
 from rlvf.records import Sample
 from rlvf.rewards.verifier import reward_of
 from rlvf.verify import verify_samples
 from rlvf.verify.backend import Backend
 from rlvf.verify.categories import INFRA_ERROR, PASS
-from rlvf.verify.ray_pool import IN_FLIGHT_PER_ACTOR, RayPool, close_pools, connect
+from rlvf.verify.ray_pool import IN_FLIGHT_PER_ACTOR, RayPool, close_pools, connect, disconnect
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).parent))
@@ -147,7 +148,15 @@ def cluster() -> Iterator[str]:
         _wait_port(port, head, tmp / "head.log")
         os.environ["RAY_AUTH_TOKEN_PATH"] = str(token)
         os.environ.pop("RAY_ADDRESS", None)
-        assert connect(Backend("ray", ray_address=address, ray_auth="token"))  # the head is up
+        end = time.monotonic() + 180
+        while True:  # its port opens before its GCS answers: on busy cores, try again
+            try:
+                assert connect(Backend("ray", ray_address=address, ray_auth="token"))
+                break
+            except UserError:
+                if time.monotonic() > end or head.poll() is not None:
+                    raise
+                time.sleep(2)
         node_b = [f"--address={address}", "--resources", json.dumps({"node_b": 1}), f"--temp-dir={tmp / 'b'}"]
         procs.append(_ray_start(node_b, env, tmp / "b.log"))
         end, tries = time.monotonic() + 240, 1
@@ -166,7 +175,7 @@ def cluster() -> Iterator[str]:
     finally:
         close_pools()
         if ray.is_initialized():
-            ray.shutdown()
+            disconnect()
         for proc in reversed(procs):
             _end(proc)
         for k, v in saved.items():

@@ -90,7 +90,30 @@ def connect(backend: Backend) -> bool:
         raise UserError(
             f"Ray refused rlvf (verify.ray_auth={backend.ray_auth}): {str(e).splitlines()[0]}"
         ) from None
+    # Processes this one spawns later (eval's seed workers) join this cluster, not a new one;
+    # `disconnect` puts RAY_ADDRESS back.
+    global _saved_address
+    _saved_address = (os.environ.get("RAY_ADDRESS"),)
+    with contextlib.suppress(Exception):
+        os.environ["RAY_ADDRESS"] = ray.get_runtime_context().gcs_address
     return True
+
+
+_saved_address: tuple[str | None] | None = None
+
+
+def disconnect() -> None:
+    """Undo `connect`: shut Ray down in this process and restore RAY_ADDRESS."""
+    global _saved_address
+    ray = _ray()
+    ray.shutdown()
+    if _saved_address is not None:
+        (prev,) = _saved_address
+        if prev is None:
+            os.environ.pop("RAY_ADDRESS", None)
+        else:
+            os.environ["RAY_ADDRESS"] = prev
+        _saved_address = None
 
 
 class Judge:
@@ -139,11 +162,11 @@ class RayPool:
         ray = _ray()
         self.backend = backend
         self.owns_connection = connect(backend)
-        cpus = float(ray.cluster_resources().get("CPU", 1.0))
-        n = backend.ray_actors or max(1, int(cpus))
-        # One CPU per actor; more actors than the cluster has CPUs share them (else the extra
-        # ones would wait forever to be scheduled).
-        self._cls = ray.remote(num_cpus=min(1.0, cpus / n), max_restarts=0, max_task_retries=0)(Judge)
+        n = backend.ray_actors or max(1, int(ray.cluster_resources().get("CPU", 1.0)))
+        # Actors reserve no CPU (as Ray's own default for a running actor): several rlvf
+        # processes (eval's seed workers) share a cluster instead of waiting forever for CPUs
+        # another pool holds. SPREAD still puts them on every node.
+        self._cls = ray.remote(num_cpus=0, max_restarts=0, max_task_retries=0)(Judge)
         self.actors: list[Any] = [self._new() for _ in range(n)]
         self.replaced = 0  # actors that died and were replaced
         self.chunks_done = 0  # finished chunks, judged or not (tests watch it to kill mid-batch)
@@ -250,7 +273,7 @@ class RayPool:
                 with contextlib.suppress(Exception):
                     ray.kill(a, no_restart=True)
             if self.owns_connection:
-                ray.shutdown()
+                disconnect()
         self.actors = []
 
 
