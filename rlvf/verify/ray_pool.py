@@ -165,16 +165,26 @@ class RayPool:
         n = backend.ray_actors or max(1, int(ray.cluster_resources().get("CPU", 1.0)))
         # Actors reserve no CPU (as Ray's own default for a running actor): several rlvf
         # processes (eval's seed workers) share a cluster instead of waiting forever for CPUs
-        # another pool holds. SPREAD still puts them on every node.
+        # another pool holds. Without a demand Ray's SPREAD does not spread them, so each slot
+        # is pinned (softly: another node if that one is gone) to the nodes in turn.
         self._cls = ray.remote(num_cpus=0, max_restarts=0, max_task_retries=0)(Judge)
-        self.actors: list[Any] = [self._new() for _ in range(n)]
+        self._nodes = sorted(
+            (node for node in ray.nodes() if node.get("Alive")),
+            key=lambda node: (-node.get("Resources", {}).get("CPU", 0.0), node["NodeID"]),
+        )
+        self.actors: list[Any] = [self._new(i) for i in range(n)]
         self.replaced = 0  # actors that died and were replaced
         self.chunks_done = 0  # finished chunks, judged or not (tests watch it to kill mid-batch)
         self._lock = threading.Lock()
 
-    def _new(self) -> Any:
-        # SPREAD: one actor per node before a second on any, so a cluster's nodes all judge.
-        return self._cls.options(scheduling_strategy="SPREAD").remote()
+    def _new(self, slot: int) -> Any:
+        """Slot i's actor on node i mod nodes: every node of the cluster judges."""
+        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+        if not self._nodes:
+            return self._cls.remote()
+        node = self._nodes[slot % len(self._nodes)]["NodeID"]
+        return self._cls.options(scheduling_strategy=NodeAffinitySchedulingStrategy(node, soft=True)).remote()
 
     def node_ids(self) -> list[str]:
         """The node each actor runs on."""
@@ -186,7 +196,7 @@ class RayPool:
         if self.actors[slot] is dead:
             with contextlib.suppress(Exception):
                 ray.kill(dead, no_restart=True)
-            self.actors[slot] = self._new()
+            self.actors[slot] = self._new(slot)
             self.replaced += 1
 
     def verify(
