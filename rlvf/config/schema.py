@@ -88,6 +88,36 @@ SHARED: dict[str, Any] = {
         "workers": F(
             "int", "parallel sandboxes (default: the cores)", nullable=True, minimum=1, hashed=False
         ),
+        # Where the sandboxes run does not change a verdict (tests/test_verify_ray.py holds the
+        # two backends to the same verdicts), so none of these keys enters config_hash.
+        "backend": F(
+            "str",
+            "where samples are judged: 'local' (this machine's sandboxes) or 'ray' (sandboxes "
+            "hosted by Ray actors on a cluster)",
+            choices=("local", "ray"),
+            hashed=False,
+        ),
+        "ray_address": F(
+            "str",
+            "Ray cluster to use (host:port or ray://host:port); null: the cluster `ray start` "
+            "runs on this machine (or RAY_ADDRESS), else a local one started for the run",
+            nullable=True,
+            hashed=False,
+        ),
+        "ray_actors": F(
+            "int",
+            "Ray actors judging at once (default: the cluster's CPUs)",
+            nullable=True,
+            minimum=1,
+            hashed=False,
+        ),
+        "ray_auth": F(
+            "str",
+            "Ray's token authentication (RAY_AUTH_MODE), set explicitly so the driver, a later "
+            "`ray start` and a joining node agree",
+            choices=("token", "disabled"),
+            hashed=False,
+        ),
     },
     "train": {
         "epochs": F("float", "passes over the training data", minimum=0.0),

@@ -128,13 +128,15 @@ def run_training(method: Any, cfg: Any) -> StageResult:
 
 def with_threads(fn: Callable[[Any], StageResult], name: str) -> Callable[[Any], StageResult]:
     """A stage with the CPU thread settings of cfg.model.device and progress bars per
-    cfg.tracking.progress."""
+    cfg.tracking.progress, verifying with the backend cfg.verify.backend names (every
+    verification inside goes through `rlvf.verify.verify_samples`, which picks it)."""
 
     def stage(cfg: Any) -> StageResult:
         from rlvf.runtime import cpu_threads
         from rlvf.train.common import quiet
+        from rlvf.verify.backend import use_config
 
-        with cpu_threads(cfg["model.device"]), quiet(cfg["tracking.progress"]):
+        with cpu_threads(cfg["model.device"]), quiet(cfg["tracking.progress"]), use_config(cfg):
             return fn(cfg)
 
     stage.__name__ = f"run_{name}"

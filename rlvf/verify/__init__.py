@@ -1,6 +1,7 @@
 """Verification: judge model-written code against unit tests in a sandbox.
 
-`check_completion` judges one completion; `verify_samples` judges many with a pool.
+`check_completion` judges one completion; `verify_samples` judges many with a pool, here or on
+Ray actors (`verify.backend`, see `rlvf.verify.backend`), with the same verdicts.
 Every verdict is an `rlvf.records.Outcome` whose `category` is one of `CATEGORIES`.
 """
 

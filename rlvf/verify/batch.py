@@ -1,4 +1,9 @@
-"""Verify many samples at once with a pool of judges, each driving its own sandboxed child."""
+"""Verify many samples at once: the one door every caller goes through.
+
+`verify_samples` picks the backend (`rlvf.verify.backend`): here, a pool of judge threads each
+driving its own sandboxed child (`verify_local`), or Ray actors that each run `verify_local`
+with their own fork server (`rlvf.verify.ray_pool`). Both give the same verdicts.
+"""
 
 from __future__ import annotations
 
@@ -11,6 +16,7 @@ from typing import Any
 from tqdm.auto import tqdm
 
 from rlvf.records import Outcome, Sample, Task
+from rlvf.verify.backend import Backend, current
 from rlvf.verify.categories import INFRA_ERROR
 from rlvf.verify.judge import check_completion
 from rlvf.verify.sandbox import ForkServer, Limits, SandboxError, default_server
@@ -30,16 +36,44 @@ def verify_samples(
     progress: bool = True,
     limits: Limits | None = None,
     server: ForkServer | None = None,
+    backend: Backend | None = None,
 ) -> list[Outcome]:
     """Judge every sample against its task; outcomes come back in the order of `samples`.
+
+    `backend` None is the run's (`rlvf.verify.backend.current`). A given `server` means this
+    machine's sandboxes. With Ray, `workers` (this machine's judges) does not apply: the
+    actors are the parallelism, each with two judges and its own fork server.
+    """
+    problems = _problems(tasks)
+    limits = limits or Limits(timeout=timeout)
+    backend = backend or current()
+    if backend.name == "ray" and server is None:
+        from rlvf.verify.ray_pool import pool_for
+
+        return pool_for(backend).verify(problems, samples, limits=limits, progress=progress)
+    return verify_local(problems, samples, limits=limits, workers=workers, progress=progress, server=server)
+
+
+def _problems(tasks: Mapping[str, Task | dict[str, Any]] | Iterable[Task]) -> dict[str, Any]:
+    by_id: dict[str, Any] = dict(tasks) if isinstance(tasks, Mapping) else {t.task_id: t for t in tasks}
+    return {tid: (t.to_problem() if hasattr(t, "to_problem") else t) for tid, t in by_id.items()}
+
+
+def verify_local(
+    problems: Mapping[str, dict[str, Any]],
+    samples: Sequence[Sample],
+    *,
+    limits: Limits,
+    workers: int | None = None,
+    progress: bool = True,
+    server: ForkServer | None = None,
+) -> list[Outcome]:
+    """Judge on this machine with a pool of judge threads sharing one fork server.
 
     A sample whose task is unknown gets an `invalid_input` outcome instead of stopping the batch.
     A sample the sandbox could not judge (the fork server died while it ran, or could not be
     started) gets `infra_error`: no verdict, never a wrong answer, so rewards can exclude it.
     """
-    by_id: dict[str, Any] = dict(tasks) if isinstance(tasks, Mapping) else {t.task_id: t for t in tasks}
-    problems = {tid: (t.to_problem() if hasattr(t, "to_problem") else t) for tid, t in by_id.items()}
-    limits = limits or Limits(timeout=timeout)
     judge_server = server or default_server()
 
     def one(sample: Sample) -> Outcome:

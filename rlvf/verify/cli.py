@@ -58,6 +58,15 @@ def read_samples(path: Path) -> list[Sample]:
 @click.option("--timeout", type=float, default=3.0, show_default=True, help="Wall-clock seconds per sample.")
 @click.option("--workers", type=int, default=None, help="Parallel judges (default: 2 per core).")
 @click.option(
+    "--backend",
+    type=click.Choice(["local", "ray"]),
+    default="local",
+    show_default=True,
+    help="Judge here, or on Ray actors hosting the same sandbox.",
+)
+@click.option("--ray-address", default=None, help="Ray cluster (default: this machine's, else a local one).")
+@click.option("--ray-actors", type=int, default=None, help="Ray actors (default: the cluster's CPUs).")
+@click.option(
     "--out",
     type=click.Path(path_type=Path),
     default=None,
@@ -71,6 +80,9 @@ def verify_cmd(
     per_cell: int,
     timeout: float,
     workers: int | None,
+    backend: str,
+    ray_address: str | None,
+    ray_actors: int | None,
     out: Path | None,
     ks: str,
 ) -> None:
@@ -81,6 +93,7 @@ def verify_cmd(
     """
     from rlvf.tasks import load_suite
     from rlvf.verify import verify_samples
+    from rlvf.verify.backend import Backend, use
     from rlvf.verify.summary import summarize
 
     try:
@@ -101,7 +114,10 @@ def verify_cmd(
             f"warning: {len(unknown)} task_ids not in suite {suite!r} (e.g. {unknown[0]!r}); judged invalid_input",
             err=True,
         )
-    outcomes = verify_samples(tasks, samples, timeout=timeout, workers=workers)
+    if ray_actors is not None and ray_actors < 1:
+        raise UserError("--ray-actors must be at least 1")
+    with use(Backend(backend, ray_address=ray_address, ray_actors=ray_actors)):
+        outcomes = verify_samples(tasks, samples, timeout=timeout, workers=workers)
     out = out or samples_path.with_name(
         samples_path.name.removesuffix(".gz").removesuffix(".jsonl") + "_outcomes.jsonl"
     )
