@@ -39,6 +39,7 @@ AUTH_MODE_ENV = "RAY_AUTH_MODE"  # Ray's own switch (ray/_private/authentication
 JUDGES_PER_ACTOR = 2  # as locally: two judges per core, one runs while the other waits
 IN_FLIGHT_PER_ACTOR = 2  # one chunk running, one queued, so an actor never waits on the driver
 MAX_CHUNK = 16
+ACTOR_CPUS = 0.01
 STARTUP_GRACE_S = 120.0  # a new actor's first chunk also waits for its worker and fork server
 
 
@@ -163,28 +164,18 @@ class RayPool:
         self.backend = backend
         self.owns_connection = connect(backend)
         n = backend.ray_actors or max(1, int(ray.cluster_resources().get("CPU", 1.0)))
-        # Actors reserve no CPU (as Ray's own default for a running actor): several rlvf
-        # processes (eval's seed workers) share a cluster instead of waiting forever for CPUs
-        # another pool holds. Without a demand Ray's SPREAD does not spread them, so each slot
-        # is pinned (softly: another node if that one is gone) to the nodes in turn.
-        self._cls = ray.remote(num_cpus=0, max_restarts=0, max_task_retries=0)(Judge)
-        self._nodes = sorted(
-            (node for node in ray.nodes() if node.get("Alive")),
-            key=lambda node: (-node.get("Resources", {}).get("CPU", 0.0), node["NodeID"]),
-        )
+        # A nominal CPU demand: enough for Ray's SPREAD to place the actors on every node
+        # (it leaves demand-free actors on the driver's), small enough that several rlvf
+        # processes (eval's seed workers) share a cluster instead of waiting for its CPUs.
+        self._cls = ray.remote(num_cpus=ACTOR_CPUS, max_restarts=0, max_task_retries=0)(Judge)
         self.actors: list[Any] = [self._new(i) for i in range(n)]
         self.replaced = 0  # actors that died and were replaced
         self.chunks_done = 0  # finished chunks, judged or not (tests watch it to kill mid-batch)
         self._lock = threading.Lock()
 
     def _new(self, slot: int) -> Any:
-        """Slot i's actor on node i mod nodes: every node of the cluster judges."""
-        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
-
-        if not self._nodes:
-            return self._cls.remote()
-        node = self._nodes[slot % len(self._nodes)]["NodeID"]
-        return self._cls.options(scheduling_strategy=NodeAffinitySchedulingStrategy(node, soft=True)).remote()
+        # SPREAD: one actor per node before a second on any, so a cluster's nodes all judge.
+        return self._cls.options(scheduling_strategy="SPREAD").remote()
 
     def node_ids(self) -> list[str]:
         """The node each actor runs on."""
