@@ -46,6 +46,14 @@ def wanted(method: Any, cfg: Any, device: str) -> int:
     return n
 
 
+def planned(method: Any, cfg: Any) -> int:
+    """The number of data-parallel ranks `method` will train on: this launch's (accelerate,
+    torchrun), else what `train.processes` gives on this device (checked before a run opens)."""
+    from rlvf.train.common import device_of
+
+    return world_size() if world_size() > 1 else wanted(method, cfg, device_of(cfg))
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -167,8 +175,9 @@ def main(workdir: str, rank: int) -> int:
     try:
         return _rank(work, rank)
     except BaseException as e:  # reported to the parent in one line; the traceback goes to stderr
-        if rank == 0:
-            (work / "error.txt").write_text(f"{type(e).__name__}: {e}".splitlines()[0] + "\n")
+        err = work / "error.txt"
+        if rank == 0 or not err.exists():  # rank 0's reason first; another's when it failed alone
+            err.write_text(f"{type(e).__name__}: {e}".splitlines()[0] + "\n")
         raise
 
 
@@ -212,8 +221,8 @@ def _rank(work: Path, rank: int) -> int:
     digest = h.hexdigest()
     if run is not None:
         run.close()
+    (work / f"weights-rank{rank}.sha256").write_text(digest)
     if rank:
-        (work / f"weights-rank{rank}.sha256").write_text(digest)
         return 0
     result = {
         "policy_dir": str(res.policy_dir),
