@@ -169,14 +169,43 @@ def test_batch_must_split_over_the_processes(monkeypatch):
         per_device_batch(5)
 
 
-def test_methods_that_sample_outside_rlvfs_group_layout_train_in_one_process():
+def test_which_methods_train_in_several_processes():
     from rlvf.config import load_config
     from rlvf.methods import get
     from rlvf.train.ranks import wanted
 
     assert wanted(get("dpo"), load_config("dpo", "default"), "cpu") == 2
     assert wanted(get("dpo"), load_config("dpo", "small"), "cpu") == 1
-    assert wanted(get("grpo"), load_config("grpo", "default"), "cpu") == 2
-    for name in ("rloo", "ppo", "online_dpo"):
+    for name in ("grpo", "rloo"):  # each rank samples and judges its share of whole groups
+        assert wanted(get(name), load_config(name, "default"), "cpu") == 2, name
+    for name in ("ppo", "online_dpo"):  # their own loops have no gradient all-reduce
         assert wanted(get(name), load_config(name, "default"), "cpu") == 1, name
     assert wanted(get("dpo"), load_config("dpo", "default"), "cuda") == 1
+
+
+def test_methods_without_a_gradient_all_reduce_refuse_a_multi_rank_launch(monkeypatch):
+    from rlvf.config import load_config
+    from rlvf.errors import UserError
+    from rlvf.methods import get
+
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    for name in ("ppo", "online_dpo"):
+        with pytest.raises(
+            UserError, match=f"^{name} trains in one process, but this launch has WORLD_SIZE=2"
+        ):
+            get(name).training.resolve(load_config(name, "small"))
+
+
+def test_each_rank_must_get_whole_groups():
+    from rlvf.config import load_config
+    from rlvf.errors import UserError
+    from rlvf.methods import get
+
+    ok = ["train.processes=2", "train.batch_size=8", "grpo.generation_batch_size=8"]
+    get("grpo").training.resolve(load_config("grpo", "small", ok))  # two groups of 4: one per rank
+    bad = ["train.processes=2", "train.batch_size=4", "grpo.generation_batch_size=4"]
+    with pytest.raises(UserError, match="must split into whole groups of 4 over 2 training processes"):
+        get("grpo").training.resolve(load_config("grpo", "small", bad))
+    bad = ["train.processes=2", "train.batch_size=4", "rloo.generation_batch_size=4"]
+    with pytest.raises(UserError, match="must split into whole groups of 4 over 2 training processes"):
+        get("rloo").training.resolve(load_config("rloo", "small", bad))
