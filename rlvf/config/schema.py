@@ -135,7 +135,7 @@ SHARED: dict[str, Any] = {
         "processes": F(
             "int",
             "CPU training processes (gloo data parallel, global batch unchanged); "
-            "methods that sample inside the loop (grpo) train in one",
+            "ppo and online_dpo train in one",
             minimum=1,
         ),
         "logging_steps": F("int", "optimizer steps between logged training metrics", minimum=1, hashed=False),

@@ -128,13 +128,11 @@ def _lr(cfg: Any) -> float:
 
 def resolve(cfg: Any) -> Inputs:
     """The settings are checked before a run opens (a bad batch shape leaves no run behind)."""
+    from rlvf.train.online import check_batch_shape
+    from rlvf.train.ranks import planned
+
     s = settings(cfg)
-    gen = s.generation_batch_size or s.batch_size * s.grad_accum
-    if gen % (s.batch_size * s.grad_accum):
-        raise UserError(
-            f"grpo: the generation batch ({gen}) must be a multiple of train.batch_size x train.grad_accum "
-            f"({s.batch_size * s.grad_accum})"
-        )
+    check_batch_shape("grpo", cfg, s.num_generations, s.generation_batch_size, planned(METHOD, cfg))
     if cfg["grpo.max_steps"] is None and cfg["train.max_steps"] < 1 and cfg["train.epochs"] <= 0:
         raise UserError("grpo: set grpo.max_steps (or train.epochs / train.max_steps)")
     return Inputs()
@@ -295,6 +293,7 @@ METHOD = Method(
         curves=("train/loss", "train/reward_mean", "train/kl", "train/heldout_pass1"),
         health=health,
         examples=examples,
-        processes=False,  # rollouts and rewards run inside the loop
+        # each rank samples, judges and filters its share of whole groups (rlvf.train.grpo)
+        processes=True,
     ),
 )

@@ -72,7 +72,9 @@ def settings(cfg: Any):
 def resolve(cfg: Any) -> Inputs:
     """The settings are checked before a run opens (a bad loss setting leaves no run behind)."""
     from rlvf.errors import UserError
+    from rlvf.train.ranks import one_process_only
 
+    one_process_only("online_dpo")
     settings(cfg)
     if cfg["online_dpo.max_steps"] is None and cfg["train.max_steps"] < 1 and cfg["train.epochs"] <= 0:
         raise UserError("online_dpo: set online_dpo.max_steps (or train.epochs / train.max_steps)")

@@ -156,6 +156,9 @@ def scorer_for(ref: str | None) -> Any:
 
 def resolve(cfg: Any) -> Inputs:
     """Settings checked, and a reward model loaded, before a run opens (a typo leaves no run)."""
+    from rlvf.train.ranks import one_process_only
+
+    one_process_only("ppo")
     scorer_for(settings(cfg).reward_spec.rm)
     return Inputs()
 

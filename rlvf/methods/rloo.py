@@ -79,8 +79,11 @@ def _lr(cfg: Any) -> float:
 def resolve(cfg: Any) -> Inputs:
     """The batch shape is checked before a run opens (a bad one leaves no run behind)."""
     from rlvf.train.online import check_batch_shape
+    from rlvf.train.ranks import planned
 
-    check_batch_shape("rloo", cfg, cfg["rloo.num_generations"], cfg["rloo.generation_batch_size"])
+    check_batch_shape(
+        "rloo", cfg, cfg["rloo.num_generations"], cfg["rloo.generation_batch_size"], planned(METHOD, cfg)
+    )
     if cfg["rloo.max_steps"] is None and cfg["train.max_steps"] < 1 and cfg["train.epochs"] <= 0:
         raise UserError("rloo: set rloo.max_steps (or train.epochs / train.max_steps)")
     return Inputs()
@@ -200,6 +203,6 @@ METHOD = Method(
         curves=("train/loss", "train/reward_mean", "train/kl", "train/heldout_pass1"),
         health=grpo.health,
         examples=grpo.examples,
-        processes=False,  # rollouts and rewards run inside the loop
+        processes=True,  # each rank samples and judges its share of whole groups (as GRPO)
     ),
 )

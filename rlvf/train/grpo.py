@@ -190,7 +190,14 @@ def merged_adapter(model: Any) -> Iterator[None]:
 def rlvf_rollout_func(tok: Any, tasks: Sequence[Task], settings: GRPOSettings, batch_size: int = 64):
     """A TRL `rollout_func` that samples through rlvf's engine (`rlvf.generate.engine.HFBackend`).
 
-    Returns the prompt and completion token ids TRL scores (logprobs None: TRL computes them)."""
+    Each group (the `num_generations` copies of one prompt, contiguous in TRL's batches) is
+    sampled as its own batch under a seed of (run seed, call, the group's index in the
+    *global* generation batch). Which process samples a group therefore does not change its
+    completions: one process and N data-parallel ranks (each holding a contiguous share of
+    whole groups) draw the same samples, where one seed per engine batch would tie them to
+    the batch layout. A group's rows share one prompt, so its batch has no padding either.
+    Returns the prompt and completion token ids TRL scores (logprobs None: TRL computes them).
+    """
     from rlvf.generate.engine import HFBackend, SamplingSettings
 
     entry = {t.prompt: (t.entry_point or None) for t in tasks}
@@ -198,16 +205,26 @@ def rlvf_rollout_func(tok: Any, tasks: Sequence[Task], settings: GRPOSettings, b
 
     def rollout(prompts: list[str], trainer: Any) -> dict[str, Any]:
         model = trainer.accelerator.unwrap_model(trainer.model)
-        sampling = SamplingSettings(
-            temperature=settings.temperature,
-            top_p=settings.top_p,
-            max_new_tokens=settings.max_completion_length,
-            seed=_seed(settings.seed, next(calls)),
-        )
-        with merged_adapter(model):
-            raws = HFBackend(model, tok, batch_size).run(
-                list(prompts), [entry.get(p) for p in prompts], sampling
+        call = next(calls)
+        g = trainer.num_generations if trainer.model.training else len(prompts)
+        if len(prompts) % g:
+            raise UserError(
+                f"grpo: each process got {len(prompts)} completions to sample, not whole groups of {g}; "
+                "make the generation batch a multiple of num_generations x the number of processes"
             )
+        first = trainer.accelerator.process_index * (len(prompts) // g)
+        backend = HFBackend(model, tok, max(batch_size, g))
+        raws = []
+        with merged_adapter(model):
+            for k in range(0, len(prompts), g):
+                sampling = SamplingSettings(
+                    temperature=settings.temperature,
+                    top_p=settings.top_p,
+                    max_new_tokens=settings.max_completion_length,
+                    seed=_seed(settings.seed, call, first + k // g),
+                )
+                group = list(prompts[k : k + g])
+                raws.extend(backend.run(group, [entry.get(p) for p in group], sampling))
         prompt_ids = tok(list(prompts), add_special_tokens=False)["input_ids"]
         return {
             "prompt_ids": prompt_ids,
@@ -297,23 +314,41 @@ def _make_trainer_class(base: type | None = None):
             return out, list(self.rlvf_reward.last), [x["prompt"] for x in inputs]
 
         def _generate_and_score_completions(self, inputs):
+            """TRL's step, then dynamic sampling and the rollout record, over the *global* batch.
+
+            With several processes each rank holds a contiguous share of whole groups (TRL's
+            sampler hands rank r the r-th slice of the generation batch) and judges its own
+            completions. Which groups are kept, and how many more to draw, is decided on the
+            gathered rewards of every rank, the same decision one process makes; a draw is
+            split evenly over the ranks (TRL's collectives need equal shares), and when the
+            groups asked for do not split evenly the last rank pads with a repeat of the last
+            prompt, sampled and dropped. Kept rows then move to the rank whose share they
+            fill. A group is named (batch, index in that batch's global order)."""
             settings = self.rlvf_settings
             g = self.num_generations
             if not self.model.training:
                 return super()._generate_and_score_completions(inputs)
+            world, rank = self.accelerator.num_processes, self.accelerator.process_index
             batches = [self._score(inputs)]
-            n_groups = len(inputs) // g
+            n_local = len(inputs) // g  # groups per rank in the first batch
+            rewards = [self._gather_rewards(batches[0][1])]
+            real = [n_local * world]  # groups per batch that count (draws may carry padding)
 
             def rewards_of(pick: tuple[int, int]) -> list[float | None]:
                 b, k = pick
-                return [s.reward for s in batches[b][1][k * g : (k + 1) * g]]
+                return rewards[b][k]
 
             def draw(k: int) -> list[tuple[int, int]]:
+                per = -(-k // world)
                 rows = [next(self._extra_rows) for _ in range(k)]
-                batches.append(self._score([dict(r) for r in rows for _ in range(g)]))
+                rows += rows[-1:] * (per * world - k)  # padding: not taken from the prompt stream
+                mine = rows[rank * per : (rank + 1) * per]
+                batches.append(self._score([dict(r) for r in mine for _ in range(g)]))
+                rewards.append(self._gather_rewards(batches[-1][1]))
+                real.append(k)
                 return [(len(batches) - 1, j) for j in range(k)]
 
-            first = [(0, k) for k in range(n_groups)]
+            first = [(0, k) for k in range(n_local * world)]
             if settings.dynamic_sampling:
                 kept, stats = dynamic_sample(first, draw, rewards_of, settings.max_resample)
                 self.rlvf_dynamic.append(stats)
@@ -321,17 +356,58 @@ def _make_trainer_class(base: type | None = None):
                     self._metrics["train"][name].append(value)
             else:
                 kept = first
-            self._record(batches, set(kept))
+            self._record(batches, set(kept), real)
             if kept == first:
                 return batches[0][0]
+            pad = self._tokenizer.pad_token_id
             picks = [(b, k * g + j) for b, k in kept for j in range(g)]
-            return merge_rows([b[0] for b in batches], picks, self._tokenizer.pad_token_id)
+            if world == 1:
+                return merge_rows([b[0] for b in batches], picks, pad)
+            merged = merge_rows([self._gather_output(b[0], pad) for b in batches], picks, pad)
+            share = slice(rank * n_local * g, (rank + 1) * n_local * g)
+            device = self.accelerator.device
+            local = {k: v[share].to(device) for k, v in merged.items() if k != "num_items_in_batch"}
+            local["num_items_in_batch"] = merged["num_items_in_batch"].to(device)  # global, as TRL's
+            return local
 
-        def _record(self, batches: list[tuple[dict[str, Any], list[Any], list[str]]], kept: set) -> None:
+        def _gather_rewards(self, scored: list[Any]) -> list[list[float | None]]:
+            """Every rank's groups' rewards, in global group order."""
+            g = self.num_generations
+            groups = [[s.reward for s in scored[k : k + g]] for k in range(0, len(scored), g)]
+            if self.accelerator.num_processes == 1:
+                return groups
+            from accelerate.utils import gather_object
+
+            return gather_object(groups)
+
+        def _gather_output(self, out: dict[str, Any], pad_id: int) -> dict[str, Any]:
+            """One scored batch of every rank as one batch (rows in global order, on the CPU)."""
+            import torch
+            from accelerate.utils import gather_object
+
+            local = {k: v.cpu() for k, v in out.items() if k != "num_items_in_batch" and v is not None}
+            parts = gather_object([local])
+            merged: dict[str, Any] = {}
+            for key in local:
+                values = [p[key] for p in parts]
+                if values[0].dim() == 1:
+                    merged[key] = torch.cat(values)
+                else:
+                    fill = pad_id if key in ("prompt_ids", "completion_ids") else 0
+                    merged[key] = _pad_cat(values, fill, left=key in _LEFT)
+            return merged
+
+        def _record(
+            self, batches: list[tuple[dict[str, Any], list[Any], list[str]]], kept: set, real: list[int]
+        ) -> None:
+            """Every completion of this step (kept or dropped) to the recorder; with several
+            ranks, rank 0 records every rank's rows in global order."""
             g = self.num_generations
             eos = set(self.eos_token_ids)
             step = self.state.global_step + 1
+            world, rank = self.accelerator.num_processes, self.accelerator.process_index
             for b, (out, scored, prompts) in enumerate(batches):
+                n_local = len(scored) // g
                 mask = out["completion_mask"]
                 lengths = mask.sum(dim=1).tolist()
                 ids = out["completion_ids"]
@@ -339,17 +415,23 @@ def _make_trainer_class(base: type | None = None):
                     n >= self.max_completion_length and int(ids[i, n - 1]) not in eos
                     for i, n in enumerate(int(x) for x in lengths)
                 ]
-                self.rlvf_recorder.add(
-                    rollouts_from_scored(
-                        step,
-                        prompts,
-                        scored,
-                        advantages=out["advantages"].tolist(),
-                        lengths=lengths,
-                        truncated=truncated,
-                        kept=[(b, i // g) in kept for i in range(len(scored))],
-                    )
+                rows = rollouts_from_scored(
+                    step,
+                    prompts,
+                    scored,
+                    advantages=out["advantages"].tolist(),
+                    lengths=lengths,
+                    truncated=truncated,
+                    kept=[(b, rank * n_local + i // g) in kept for i in range(len(scored))],
                 )
+                # a draw's padding groups (past its real groups) were never asked for
+                rows = [r for i, r in enumerate(rows) if rank * n_local + i // g < real[b]]
+                if world > 1:
+                    from accelerate.utils import gather_object
+
+                    rows = gather_object(rows)  # every rank's rows of batch b, in global order
+                if rank == 0:
+                    self.rlvf_recorder.add(rows)
 
     return RlvfGRPOTrainer
 

@@ -40,11 +40,18 @@ def verifier_reward(cfg: Any, section: str, tasks: Sequence[Task]):
 
 
 def check_batch_shape(
-    section: str, cfg: Any, num_generations: int, generation_batch_size: int | None
+    section: str, cfg: Any, num_generations: int, generation_batch_size: int | None, world: int = 1
 ) -> None:
-    """A generation must hold whole groups and whole optimizer batches (else TRL fails mid-run)."""
+    """A generation must hold whole groups and whole optimizer batches (else TRL fails mid-run),
+    and with `world` training processes each one's share of it whole groups (rlvf samples,
+    judges and filters a group on the rank that holds it)."""
     step = cfg["train.batch_size"] * cfg["train.grad_accum"]
     gen = generation_batch_size or step
+    if world > 1 and gen % (num_generations * world):
+        raise UserError(
+            f"{section}: the generation batch ({gen} completions) must split into whole groups of "
+            f"{num_generations} over {world} training processes"
+        )
     if gen % num_generations:
         raise UserError(
             f"{section}: the generation batch ({gen} completions) must be a multiple of num_generations "
@@ -100,7 +107,8 @@ def heldout_pass1(cfg: Any, model: Any, tok: Any, tasks: Sequence[Task]) -> floa
 def heldout_callback(cfg: Any, section: str, tok: Any, tracking: Any):
     """Held-out pass@1 at the start and every `<section>.eval_every` steps, as
     `train/heldout_pass1` (a run metric at its step, and a row of the history the health
-    checks read)."""
+    checks read). With several training processes only rank 0 measures (the others wait for
+    it at the next step's collectives): the check is one seed's pass@1, the same on any rank."""
     from transformers import TrainerCallback
 
     from rlvf.evaluate import load_tasks
@@ -121,11 +129,11 @@ def heldout_callback(cfg: Any, section: str, tok: Any, tracking: Any):
                     tracking.run.metric("train/heldout_pass1", value, step=step)
 
         def on_train_begin(self, args, state, control, model=None, **kwargs):
-            if every:
+            if every and state.is_world_process_zero:
                 self._measure(model, state.global_step)
 
         def on_step_end(self, args, state, control, model=None, **kwargs):
-            if every and state.global_step % every == 0:
+            if every and state.is_world_process_zero and state.global_step % every == 0:
                 self._measure(model, state.global_step)
 
     return HeldOut()

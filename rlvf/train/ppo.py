@@ -231,6 +231,9 @@ class PPOTrainer:
         import torch
         from transformers import TrainerControl, TrainerState
 
+        from rlvf.train.ranks import one_process_only
+
+        one_process_only("ppo")
         if not tasks:
             raise UserError("ppo: no training tasks")
         self.settings = s = settings

@@ -46,6 +46,28 @@ def wanted(method: Any, cfg: Any, device: str) -> int:
     return n
 
 
+def one_process_only(name: str) -> None:
+    """Refuse, in one line, a launch of several ranks for a method that trains in one process
+    (its own loop has no gradient all-reduce): N ranks would each train their own copy on the
+    same data and only rank 0's would be kept, N times the work for one run's result."""
+    from rlvf.errors import UserError
+
+    world = world_size()
+    if world > 1:
+        raise UserError(
+            f"{name} trains in one process, but this launch has WORLD_SIZE={world}; "
+            f"run it without accelerate launch / torchrun (or with --num_processes 1)"
+        )
+
+
+def planned(method: Any, cfg: Any) -> int:
+    """The number of data-parallel ranks `method` will train on: this launch's (accelerate,
+    torchrun), else what `train.processes` gives on this device (checked before a run opens)."""
+    from rlvf.train.common import device_of
+
+    return world_size() if world_size() > 1 else wanted(method, cfg, device_of(cfg))
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -167,8 +189,9 @@ def main(workdir: str, rank: int) -> int:
     try:
         return _rank(work, rank)
     except BaseException as e:  # reported to the parent in one line; the traceback goes to stderr
-        if rank == 0:
-            (work / "error.txt").write_text(f"{type(e).__name__}: {e}".splitlines()[0] + "\n")
+        err = work / "error.txt"
+        if rank == 0 or not err.exists():  # rank 0's reason first; another's when it failed alone
+            err.write_text(f"{type(e).__name__}: {e}".splitlines()[0] + "\n")
         raise
 
 
@@ -212,8 +235,8 @@ def _rank(work: Path, rank: int) -> int:
     digest = h.hexdigest()
     if run is not None:
         run.close()
+    (work / f"weights-rank{rank}.sha256").write_text(digest)
     if rank:
-        (work / f"weights-rank{rank}.sha256").write_text(digest)
         return 0
     result = {
         "policy_dir": str(res.policy_dir),

@@ -10,6 +10,7 @@ from __future__ import annotations
 import ast
 import itertools
 import re
+import threading
 import zlib
 from collections import Counter
 
@@ -84,9 +85,17 @@ def behaviour_flags(prompt: str, completion: str) -> tuple[str, ...]:
     return tuple(f for f in FLAGS if f in found)
 
 
+# CPython 3.11 before 3.11.8 keeps the AST converter's recursion depth in per-interpreter
+# state: two threads turning source into `ast` objects (or `ast` objects into code) at once
+# can fail with "SystemError: AST constructor recursion depth mismatch". The judges run in
+# threads, so every such conversion in rlvf.verify holds this lock (they take microseconds).
+AST_LOCK = threading.Lock()
+
+
 def _parse(source: str) -> ast.Module | None:
     try:
-        return ast.parse(source)
+        with AST_LOCK:
+            return ast.parse(source)
     except (SyntaxError, ValueError, MemoryError, RecursionError):
         return None
 

@@ -29,7 +29,7 @@ from typing import Any
 
 from rlvf.records import PROBLEM_FIELDS, Outcome
 from rlvf.verify.categories import PASS, category_of_exception
-from rlvf.verify.flags import behaviour_flags
+from rlvf.verify.flags import AST_LOCK, behaviour_flags
 from rlvf.verify.sandbox import (
     OUTPUT_EXIT,
     VIOLATION_EXIT,
@@ -119,7 +119,8 @@ def _is_case(stmt: ast.stmt) -> bool:
 
 def _instrument(test_src: str) -> tuple[ast.Module, str, int]:
     """Wrap each asserting top-level statement of check() so it counts as one case."""
-    tree = ast.parse(test_src)
+    with AST_LOCK:
+        tree = ast.parse(test_src)
     check = next(
         (n for n in tree.body if isinstance(n, ast.FunctionDef) and n.name == "check"),
         None,
@@ -186,7 +187,9 @@ def prepare(problem: dict[str, Any]) -> _Prepared:
         except SyntaxError:
             continue
     tree, name, n = _instrument(problem["test"])
-    prepared = _Prepared(prompt_code, compile(tree, "<test>", "exec"), name, n)
+    with AST_LOCK:
+        test_code = compile(tree, "<test>", "exec")
+    prepared = _Prepared(prompt_code, test_code, name, n)
     with _cache_lock:
         _cache[key] = prepared
     return prepared
