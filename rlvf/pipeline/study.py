@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import sys
 import time
@@ -235,6 +236,8 @@ def _run_mlflow(method: str, recipe: str, overrides: list[str], experiment_id: s
         raise UserError(
             "study: runner 'mlflow' needs rlvf's checkout (its MLproject); use --runner inprocess"
         )
+    # MLflow's own INFO lines about each launch ("=== Running command ...") are not the study's story
+    logging.getLogger("mlflow.projects").setLevel(logging.WARNING)
     sub = mlflow.projects.run(
         str(root),
         entry_point=method,
@@ -297,6 +300,17 @@ def _one_line(e: BaseException) -> str:
     return msg if isinstance(e, UserError) else f"{type(e).__name__}: {msg}"
 
 
+def _adopt(client: Any, run: Any, cfg: Any, step: str) -> None:
+    """A reused run made before runs were named (or outside a study) gets the name a run of
+    this config gets today and the step's tag, so the study reads the same either way."""
+    from rlvf.tracking.runinfo import is_generated_name, run_name
+
+    with contextlib.suppress(Exception):
+        if is_generated_name(run.info.run_name):
+            client.set_tag(run.info.run_id, "mlflow.runName", run_name(cfg))
+        client.set_tag(run.info.run_id, TAG_STEP, step)
+
+
 def run_step(study: Study, step: Step, done: dict[str, str], parent: str, experiment_id: str) -> Outcome:
     """Run (or reuse, or skip) one step; never raises for the step's own failure."""
     from rlvf.config import load_config
@@ -327,6 +341,8 @@ def run_step(study: Study, step: Step, done: dict[str, str], parent: str, experi
         if prior is not None:
             out.status, out.run_id, out.run_name = "reused", prior.info.run_id, prior.info.run_name or ""
             out.headline = prior.data.tags.get("rlvf.headline", "")
+            _adopt(c, prior, cfg, step.name)
+            out.run_name = c.get_run(out.run_id).info.run_name or out.run_name
             return out
         log(f"study: step {step.name} ({step.method} #{cfg.hash[:6]})")
         if study.runner == "mlflow":
