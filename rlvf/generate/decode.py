@@ -86,6 +86,7 @@ def sample_pruned(
     eos_token_id: int,
     finished: Callable[[list[int], list[int]], list[bool]],
     logprobs: list[list[float]] | None = None,
+    generators: list[Any] | None = None,
 ) -> list[list[int]]:
     """New token ids per row (EOS kept when emitted), stopping rows as `finished` says.
 
@@ -94,6 +95,8 @@ def sample_pruned(
     Sampling uses torch's global RNG, so callers seed it. When `logprobs` is a list, it is
     filled with one list per row: the log-probability of each new token under the
     distribution it was drawn from (after temperature and top-p; greedy: the raw softmax).
+    `generators` (one `torch.Generator` per row) draws each row from its own stream, so a
+    row's sample does not depend on which other rows share its batch.
     """
     import torch
     from transformers import DynamicCache
@@ -134,7 +137,16 @@ def sample_pruned(
         if warpers:
             for w in warpers:
                 logits = w(step_ids, logits)
-            tokens = torch.multinomial(torch.softmax(logits, dim=-1), 1).squeeze(1)
+            probs = torch.softmax(logits, dim=-1)
+            if generators is None:
+                tokens = torch.multinomial(probs, 1).squeeze(1)
+            else:
+                tokens = torch.cat(
+                    [
+                        torch.multinomial(probs[k], 1, generator=generators[r])
+                        for k, r in enumerate(active.tolist())
+                    ]
+                )
         else:
             tokens = logits.argmax(dim=-1)
         rows, toks = active.tolist(), tokens.tolist()
