@@ -95,7 +95,15 @@ def run_entry(method: str, recipe: str | None, overrides: Sequence[str]) -> Any:
     from rlvf.config import load_config
     from rlvf.pipeline import preflight
     from rlvf.pipeline.lifecycle import stage_for
+    from rlvf.train import launch
 
+    if launch.follower():  # a rank of `accelerate launch` / `torchrun`: it trains when rank 0 does
+        code = launch.follow()
+        if code:
+            raise SystemExit(code)
+        return None
+    if launch.external():
+        launch.lead()
     _silence_noise()
 
     cfg = load_config(method, recipe or None, list(overrides))

@@ -174,15 +174,45 @@ def train_policy(
     """Train `cfg`'s policy with `method` (an `rlvf.methods.Method`) on `rows`; the result
     (weights or adapter) is saved to out/policy. Progress bars follow cfg.tracking.progress.
     On CPU, with `train.processes` > 1, training runs in that many processes (`rlvf.train.ranks`)."""
+    from rlvf.train import launch
     from rlvf.train.ranks import train_in_processes, wanted
 
     world = wanted(method, cfg, device_of(cfg)) if not extra_callbacks else 1
     if world > 1:
         return train_in_processes(method, cfg, rows, out, run=run, init_dir=init_dir, world=world)
+    if launch.external():  # rank 0 of `accelerate launch` / `torchrun`: the other ranks join here
+        return _lead_training(method, cfg, rows, out, run=run, init_dir=init_dir)
     with quiet(cfg["tracking.progress"]):
         return _train_policy(
             method, cfg, rows, out, run=run, init_dir=init_dir, extra_callbacks=extra_callbacks
         )[0]
+
+
+def _lead_training(
+    method: Any, cfg: Any, rows: Sequence[Any], out: Path, *, run: Any, init_dir: Any
+) -> TrainResult:
+    """Train as rank 0 of an external launch: publish the job the waiting ranks train on
+    (`rlvf.train.launch`), train beside them, and check they all ended with the same weights."""
+    from rlvf.train import launch
+    from rlvf.train.ranks import share_datasets_cache, weights_digest
+
+    work = launch.publish(
+        {
+            "method": method.name,
+            "flat": dict(cfg._flat),
+            "recipe": cfg.recipe,
+            "rows": list(rows),
+            "out": str(out),
+            "init_dir": str(init_dir) if init_dir else None,
+        }
+    )
+    share_datasets_cache(work / "datasets-cache")  # TRL's reference-log-prob cache, as the ranks see it
+    with quiet(cfg["tracking.progress"]):
+        result, model = _train_policy(
+            method, cfg, rows, out, run=run, init_dir=init_dir, extra_callbacks=(), keep_model=True
+        )
+    launch.check_digests(work, weights_digest(model))
+    return result
 
 
 def _train_policy(

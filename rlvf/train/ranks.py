@@ -195,8 +195,19 @@ def main(workdir: str, rank: int) -> int:
         raise
 
 
-def _rank(work: Path, rank: int) -> int:
+def weights_digest(model: Any) -> str:
+    """sha256 over every tensor of the model, by name: equal on every rank or training diverged."""
     import hashlib
+
+    import torch
+
+    h = hashlib.sha256()
+    for name, p in sorted(model.state_dict().items()):
+        h.update(name.encode() + p.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
+
+
+def _rank(work: Path, rank: int) -> int:
 
     import torch
 
@@ -229,10 +240,7 @@ def _rank(work: Path, rank: int) -> int:
             save=rank == 0,
             keep_model=True,
         )
-    h = hashlib.sha256()
-    for name, p in sorted(model.state_dict().items()):
-        h.update(name.encode() + p.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
-    digest = h.hexdigest()
+    digest = weights_digest(model)
     if run is not None:
         run.close()
     (work / f"weights-rank{rank}.sha256").write_text(digest)
