@@ -45,3 +45,24 @@ def pytest_sessionstart(session) -> None:
             "[rlvf] building embedded:small for the tests (cached in $RLVF_HOME for later runs)"
         )
         bootstrap("small", progress=True)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _mlflow_experiment_per_module():
+    """`mlflow.set_experiment` is process-global (a module variable and MLFLOW_EXPERIMENT_ID,
+    which it sets for child processes): a test module that picks an experiment in its store
+    must not leave the next module, on a store of its own, pointing at an id it lacks."""
+    import os
+
+    import mlflow.tracking.fluent as fluent
+
+    keys = ("MLFLOW_EXPERIMENT_ID", "MLFLOW_EXPERIMENT_NAME")
+    saved = {k: os.environ.get(k) for k in keys}
+    before = fluent._active_experiment_id
+    yield
+    fluent._active_experiment_id = before
+    for k, v in saved.items():
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v

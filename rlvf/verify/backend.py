@@ -49,11 +49,12 @@ class Backend:
 
     @classmethod
     def from_config(cls, cfg: Any) -> Backend:
+        """The config's verify section; a stage without one (bootstrap) judges nothing: local."""
         return cls(
-            name=cfg["verify.backend"],
-            ray_address=cfg["verify.ray_address"],
-            ray_actors=cfg["verify.ray_actors"],
-            ray_auth=cfg["verify.ray_auth"],
+            name=cfg.get("verify.backend") or "local",
+            ray_address=cfg.get("verify.ray_address"),
+            ray_actors=cfg.get("verify.ray_actors"),
+            ray_auth=cfg.get("verify.ray_auth") or "token",
         )
 
     @classmethod
