@@ -120,25 +120,6 @@ def test_as_trl_reward_function_with_dataset_columns() -> None:
         fn(prompts=[ADD.prompt], completions=["x"])
 
 
-def test_prefetched_verdicts_are_the_ones_judged_later_and_only_for_the_same_text() -> None:
-    """Judging early (while sampling goes on) changes nothing but when the sandbox ran: the
-    rewards equal a plain call's, a prefetched text is not judged twice, and a completion
-    whose text differs from what was prefetched is judged afresh."""
-    right, wrong, cheat = "    return a + b + 3\n", "    return a - b\n", "    import os; os._exit(0)\n"
-    completions = [right, wrong, cheat, right + "\n# changed after the prefetch\n"]
-    plain = VerifierReward([ADD])(completions=completions, task_id=[ADD.task_id] * 4)
-
-    fn = VerifierReward([ADD])
-    fn.prefetch([ADD.task_id] * 3, [right, wrong, cheat])
-    fn.prefetch(["t/unknown"], [right])  # an unknown task is never prefetched
-    early = fn(completions=completions, task_id=[ADD.task_id] * 4)
-    assert early == plain == [1.0, 0.0, 0.0, 1.0]
-    assert fn.n_early == 3 and fn.n_scored == 4
-    assert fn(completions=[right], task_id=[ADD.task_id]) == [1.0]
-    assert fn.n_early == 3  # a batch's unused prefetches do not leak into the next one
-    fn.close()
-
-
 def test_killing_the_fork_server_mid_batch_gives_none_not_zero() -> None:
     """Correct but slow solutions; the fork server is killed while some are being judged.
     Those get None (excluded), the rest are still judged correct, none is scored 0."""

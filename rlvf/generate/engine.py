@@ -16,7 +16,7 @@ from __future__ import annotations
 import hashlib
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -133,14 +133,7 @@ class _FunctionEnd:
     Decodes only the new token of each unfinished row per step and keeps the texts.
     """
 
-    def __init__(
-        self,
-        tok,
-        prompts: list[str],
-        entry_points: list[str | None],
-        stop: Sequence[str],
-        on_done: Callable[[int, list[int]], None] | None = None,
-    ):
+    def __init__(self, tok, prompts: list[str], entry_points: list[str | None], stop: Sequence[str]):
         self.tok = tok
         self.prompts = prompts
         self.entry_points = entry_points
@@ -148,9 +141,6 @@ class _FunctionEnd:
         self.texts = [""] * len(prompts)
         self.done: list[bool] = [False] * len(prompts)
         self.stopped: list[bool] = [False] * len(prompts)
-        # `on_done(row, ids)`: a row just ended by EOS or its function's end (not by length)
-        self.on_done = on_done
-        self.ids: list[list[int]] = [[] for _ in prompts] if on_done else []
 
     def feed(self, rows: list[int], tokens: list[int]) -> list[bool]:
         """Append each row's new token; whether that row is now done (EOS, function end, stop)."""
@@ -158,12 +148,9 @@ class _FunctionEnd:
         eos = self.tok.eos_token_id
         out = []
         for i, piece, last in zip(rows, pieces, tokens, strict=True):
-            was_done = self.done[i]
             if last == eos:
                 self.done[i] = True
             elif not self.done[i]:
-                if self.on_done:
-                    self.ids[i].append(last)
                 at_line_start = not self.texts[i] or self.texts[i].endswith("\n")
                 self.texts[i] += piece
                 # Clean-up only cuts at line starts, so only then (or for stop strings) is a check due.
@@ -171,8 +158,6 @@ class _FunctionEnd:
                     self.prompts[i], self.texts[i], self.entry_points[i], self.stop
                 ):
                     self.done[i] = self.stopped[i] = True
-            if self.on_done and self.done[i] and not was_done:
-                self.on_done(i, self.ids[i])
             out.append(self.done[i])
         return out
 
@@ -184,11 +169,6 @@ class _FunctionEnd:
         if rows:
             self.feed(rows, input_ids[rows, -1].tolist())
         return torch.tensor(self.done, dtype=torch.bool, device=input_ids.device)
-
-
-def _row_text(tok, ids: list[int]) -> str:
-    """A row's completion text from its new ids (EOS and what follows already cut)."""
-    return tok.decode(ids, skip_special_tokens=True)
 
 
 class HFBackend:
@@ -211,20 +191,17 @@ class HFBackend:
         bar=None,
         logprobs: bool = False,
         row_seeds: Sequence[int] | None = None,
-        on_finished: Callable[[int, str], None] | None = None,
     ) -> list[_Raw]:
         """One completion per prompt (callers repeat prompts for n samples); `logprobs` also
         keeps each sampled token's log-probability (RL trainers; needs the pruning sampler).
 
         `row_seeds` gives every row its own random stream (a row's sample then does not depend
-        on its batch-mates or the batch layout). `on_finished(i, text)` is called as soon as
-        row i ends by EOS or by its function's end, with the text it will have in the result,
-        while the rest of the batch still samples (RL trainers start judging it then).
+        on its batch-mates or the batch layout).
         """
         tok, model = self.tok, self.model
-        if (logprobs or row_seeds is not None or on_finished) and not self.prune:
+        if (logprobs or row_seeds is not None) and not self.prune:
             raise ValueError(
-                "sample: log-probs, per-row seeds and early rows need the pruning sampler (a decoder-only model)"
+                "sample: log-probs and per-row seeds need the pruning sampler (a decoder-only model)"
             )
         if tok.padding_side != "left" or tok.pad_token_id is None:
             raise UserError(
@@ -239,7 +216,7 @@ class HFBackend:
         try:
             with cpu_threads(str(device)):
                 self._run_batches(
-                    prompts, entry_points, settings, order, out, device, bar, logprobs, row_seeds, on_finished
+                    prompts, entry_points, settings, order, out, device, bar, logprobs, row_seeds
                 )
         finally:
             model.train(was_training)
@@ -280,13 +257,7 @@ class HFBackend:
             idx = order[start : start + self.batch_size]
             batch_prompts = [prompts[i] for i in idx]
             enc = tok(batch_prompts, return_tensors="pt", padding=True, add_special_tokens=False).to(device)
-            on_done = None
-            if on_finished is not None:
-
-                def on_done(r: int, ids: list[int], idx=idx) -> None:
-                    on_finished(idx[r], _row_text(tok, ids))
-
-            crit = _FunctionEnd(tok, batch_prompts, [entry_points[i] for i in idx], settings.stop, on_done)
+            crit = _FunctionEnd(tok, batch_prompts, [entry_points[i] for i in idx], settings.stop)
             torch.manual_seed(_batch_seed(settings.seed, b))
             gens = None
             if row_seeds is not None:
@@ -322,7 +293,7 @@ class HFBackend:
                 if tok.pad_token_id != tok.eos_token_id:
                     while ids and ids[-1] == tok.pad_token_id:
                         ids = ids[:-1]
-                text = _row_text(tok, ids)
+                text = tok.decode(ids, skip_special_tokens=True)
                 sampled = (*ids, tok.eos_token_id) if finish == "eos" else tuple(ids)
                 lp: tuple[float, ...] = ()
                 if lps is not None:  # aligned with `sampled` (trailing pads dropped, EOS kept)

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -92,13 +91,8 @@ def score_completions(
     workers: int | None = None,
     stop: Sequence[str] = (),
     server: Any | None = None,
-    judged: Callable[[str, str], Outcome | None] | None = None,
 ) -> list[Scored]:
-    """Clean, verify (concurrently, in the sandbox) and score raw completions, in order.
-
-    `judged(task_id, cleaned completion)` may return an outcome already judged for exactly
-    that text (`VerifierReward.prefetch`); only the others go to the sandbox here.
-    """
+    """Clean, verify (concurrently, in the sandbox) and score raw completions, in order."""
     from rlvf.verify import verify_samples
 
     if len(task_ids) != len(completions):
@@ -114,14 +108,7 @@ def score_completions(
         Sample(task_id=tid, index=i, completion=c.completion)
         for i, (tid, c) in enumerate(zip(task_ids, cleaned, strict=True))
     ]
-    known = [judged(s.task_id, s.completion) if judged else None for s in samples]
-    todo = [s for s, k in zip(samples, known, strict=True) if k is None]
-    fresh = iter(
-        verify_samples(tasks, todo, timeout=timeout, workers=workers, progress=False, server=server)
-        if todo
-        else []
-    )
-    outcomes = [k if k is not None else next(fresh) for k in known]
+    outcomes = verify_samples(tasks, samples, timeout=timeout, workers=workers, progress=False, server=server)
     return [
         Scored(s.task_id, s.completion, reward_of(o, mode, lowest), o, c)
         for s, o, c in zip(samples, outcomes, cleaned, strict=True)
@@ -184,7 +171,6 @@ class VerifierReward:
     listeners: list[Callable[[list[Scored], dict[str, Any]], None]] = field(default_factory=list)
     n_scored: int = 0
     n_infra: int = 0
-    n_early: int = 0  # verdicts that came from `prefetch` (judged while sampling went on)
 
     def __post_init__(self) -> None:
         if not isinstance(self.tasks, Mapping):
@@ -192,64 +178,7 @@ class VerifierReward:
         if self.mode not in REWARD_MODES:
             raise ValueError(f"reward mode '{self.mode}' is not one of {', '.join(REWARD_MODES)}")
         self._lock = threading.Lock()
-        self._pending: dict[tuple[str, str], tuple[Future, int]] = {}
-        self._judges: ThreadPoolExecutor | None = None
         self.__name__ = "verifier"  # TRL names reward metrics after it (rewards/verifier/mean)
-
-    def prefetch(self, task_ids: Sequence[str], completions: Sequence[str]) -> None:
-        """Start judging completions now, in the background, while the trainer samples more.
-
-        The sandbox runs in other processes, so on a CPU its work overlaps the sampling of the
-        next group instead of following the whole batch. `__call__` uses these verdicts for
-        exactly the same (task, cleaned text) and judges anything else itself, so a prefetch
-        that misses (or is never made) changes nothing but the time taken.
-        """
-        from rlvf.verify import verify_samples
-
-        ids = [t for t in task_ids if t in self.tasks]  # type: ignore[operator]
-        if len(ids) != len(task_ids) or len(task_ids) != len(completions):
-            return
-        samples = []
-        for k, (tid, raw) in enumerate(zip(task_ids, completions, strict=True)):
-            task = self.tasks[tid]  # type: ignore[index]
-            cleaned = clean_completion(task.prompt, raw, task.entry_point or None, self.stop)
-            samples.append(Sample(task_id=tid, index=k, completion=cleaned.completion))
-        with self._lock:
-            if self._judges is None:
-                self._judges = ThreadPoolExecutor(max_workers=2, thread_name_prefix="rlvf-prefetch")
-            job = self._judges.submit(
-                verify_samples,
-                self.tasks,
-                samples,
-                timeout=self.timeout,
-                workers=self.workers,
-                progress=False,
-                server=self.server,
-            )
-            for k, s in enumerate(samples):
-                self._pending[(s.task_id, s.completion)] = (job, k)
-
-    def _judged(self, task_id: str, completion: str) -> Outcome | None:
-        with self._lock:
-            hit = self._pending.pop((task_id, completion), None)
-        if hit is None:
-            return None
-        job, k = hit
-        try:
-            outcome = job.result()[k]
-        except Exception:  # the prefetch itself failed: judge it again the ordinary way
-            return None
-        with self._lock:
-            self.n_early += 1
-        return outcome
-
-    def close(self) -> None:
-        """Stop the background judges (a trainer's end; pending verdicts are dropped)."""
-        with self._lock:
-            self._pending.clear()
-            judges, self._judges = self._judges, None
-        if judges is not None:
-            judges.shutdown(wait=True, cancel_futures=True)
 
     def __call__(
         self,
@@ -271,10 +200,7 @@ class VerifierReward:
             workers=self.workers,
             stop=self.stop,
             server=self.server,
-            judged=self._judged,
         )
-        with self._lock:
-            self._pending.clear()  # what this batch did not use belongs to no later batch
         rates = batch_rates(scored)
         with self._lock:
             self.last = scored

@@ -194,9 +194,7 @@ def rlvf_rollout_func(tok: Any, tasks: Sequence[Task], settings: GRPOSettings, b
     the *global* generation batch, the row's place in its group). Which process samples a group
     therefore does not change its completions: one process and N data-parallel ranks (each
     holding a contiguous share of whole groups) draw the same samples, while all of a rank's
-    groups still share one batched pass. A row that ends goes to the reward's `prefetch` at
-    once (with its task id, which `_score` leaves on the trainer), so the sandbox judges it
-    while the rest of the batch samples.
+    groups still share one batched pass.
     Returns the prompt and completion token ids TRL scores (logprobs None: TRL computes them).
     """
     from rlvf.generate.engine import HFBackend, SamplingSettings
@@ -221,16 +219,13 @@ def rlvf_rollout_func(tok: Any, tasks: Sequence[Task], settings: GRPOSettings, b
             max_new_tokens=settings.max_completion_length,
             seed=_seed(settings.seed, call),
         )
-        early = _Prefetch(trainer, list(prompts))
         with merged_adapter(model):
             raws = HFBackend(model, tok, max(batch_size, g)).run(
                 list(prompts),
                 [entry.get(p) for p in prompts],
                 sampling,
                 row_seeds=seeds,
-                on_finished=early.add if early.reward else None,
             )
-        early.flush()
         prompt_ids = tok(list(prompts), add_special_tokens=False)["input_ids"]
         return {
             "prompt_ids": prompt_ids,
@@ -239,31 +234,6 @@ def rlvf_rollout_func(tok: Any, tasks: Sequence[Task], settings: GRPOSettings, b
         }
 
     return rollout
-
-
-class _Prefetch:
-    """Hands finished rows to the reward's background judges a few at a time."""
-
-    CHUNK = 4  # small enough to start early, large enough that a judge call is worth making
-
-    def __init__(self, trainer: Any, prompts: list[str]):
-        ids = getattr(trainer, "rlvf_task_ids", None)
-        reward = getattr(trainer, "rlvf_reward", None)
-        usable = ids is not None and len(ids) == len(prompts) and hasattr(reward, "prefetch")
-        self.reward = reward if usable else None
-        self.task_ids = list(ids) if usable else []
-        self.rows: list[tuple[str, str]] = []
-
-    def add(self, i: int, text: str) -> None:
-        self.rows.append((self.task_ids[i], text))
-        if len(self.rows) >= self.CHUNK:
-            self.flush()
-
-    def flush(self) -> None:
-        if self.reward is not None and self.rows:
-            ids, texts = zip(*self.rows, strict=True)
-            self.reward.prefetch(list(ids), list(texts))
-        self.rows = []
 
 
 def _pad_cat(tensors: list[Any], value: float, left: bool) -> Any:
@@ -341,11 +311,7 @@ def _make_trainer_class(base: type | None = None):
             self._extra_rows = (dataset[i] for _ in itertools.count() for i in rng.sample(order, len(order)))
 
         def _score(self, inputs: list[dict[str, Any]]) -> tuple[dict[str, Any], list[Any], list[str]]:
-            self.rlvf_task_ids = [x.get("task_id") for x in inputs]  # the rollout's early judging
-            try:
-                out = super()._generate_and_score_completions(inputs)
-            finally:
-                self.rlvf_task_ids = None
+            out = super()._generate_and_score_completions(inputs)
             return out, list(self.rlvf_reward.last), [x["prompt"] for x in inputs]
 
         def _generate_and_score_completions(self, inputs):
@@ -585,7 +551,6 @@ def train_grpo(
             trainer.train()
     finally:
         recorder.close()  # a run that stops (e.g. the infra guard) still keeps its rollouts
-        reward.close()
     return GRPOResult(
         model=trainer.model,
         tokenizer=tok,

@@ -160,7 +160,6 @@ def trainer_class(base: type | None = None) -> type:
                     raise UserError(str(e)) from None
                 finally:
                     self.rlvf_recorder.close()
-                    self.rlvf_reward.close()  # its background judges
 
         _TRAINERS[key] = Trainer
     return _TRAINERS[key]
