@@ -443,14 +443,29 @@ def started_from(rec: dict, records: dict[str, dict]) -> str | None:
     return base if base in records and base != rec["run_id"] else None
 
 
+def _plain(r: dict) -> bool:
+    """The method run with its recipe's settings: named by the method alone (rlvf names a run
+    by the hashed settings that differ from its recipe: `dpo #bc27c6`, not `dpo rounds=3 #a4286e`),
+    or the study step named after the method."""
+    import re
+
+    method = re.escape(r.get("method") or "")
+    name = r.get("run_name") or ""
+    return r.get("label") == r.get("method") or bool(
+        re.fullmatch(rf"{method}(?: @\S+)? #[0-9a-f]{{6}}", name)
+    )
+
+
 def representatives(records: dict[str, dict]) -> list[dict]:
     """One run per (comparable group, method) for the summary: a run outside any scan first,
-    then one with a registry alias, then the latest to end."""
+    then one with the recipe's own settings (a plain `dpo` over `dpo rounds=3`), then one with a
+    registry alias, then the latest to end."""
     best: dict[tuple[str, str, str], dict] = {}
 
     def rank(r: dict) -> tuple:
         aliased = any(v.get("aliases") for v in r.get("registered") or [])
-        return (not r.get("scan"), aliased, (r.get("time") or {}).get("end_ms") or 0, r["run_id"])
+        end = (r.get("time") or {}).get("end_ms") or 0
+        return (not r.get("scan"), _plain(r), aliased, end, r["run_id"])
 
     for r in ordered(records):
         if r.get("kind") in ("eval", "pairs") and r.get("method") != "base":

@@ -310,7 +310,7 @@ class Site:
         body = (
             "## Summary\n\nOne row per method, base model and invariants group (rows compare only "
             "within one group: see [Fairness](fairness.md); with several runs of a method, the one "
-            "outside any scan, registered under an alias, "
+            "outside any scan, with the recipe's own settings, registered under an alias, "
             f"or latest). pass@1: {PM_SEEDS}, in percent; lm-eval: {PM_LM}; wall time: the run's "
             "training time (else its start to end).\n\n"
         )
