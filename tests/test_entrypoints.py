@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from stores import sqlite_store
 
 from rlvf.methods import names
 from rlvf.pipeline.cli import parse_script_args, script_main
@@ -76,25 +77,9 @@ def test_mlproject_matches_the_scripts():
 
 @pytest.fixture(scope="module")
 def store(tmp_path_factory):
-    import mlflow
-
-    root = tmp_path_factory.mktemp("entry")
-    saved = {
-        k: os.environ.pop(k, None) for k in ("MLFLOW_RUN_ID", "MLFLOW_EXPERIMENT_ID", "MLFLOW_TRACKING_URI")
-    }
-    uri = f"sqlite:///{root}/mlflow.db"
-    os.environ["MLFLOW_TRACKING_URI"] = uri
-    old_cwd = os.getcwd()
-    os.chdir(root)
-    mlflow.set_tracking_uri(uri)
-    (root / "empty.jsonl").write_text("")
-    yield root
-    mlflow.set_tracking_uri("")
-    os.chdir(old_cwd)
-    os.environ.pop("MLFLOW_TRACKING_URI", None)
-    for k, v in saved.items():
-        if v is not None:
-            os.environ[k] = v
+    with sqlite_store(tmp_path_factory.mktemp("entry")) as root:
+        (root / "empty.jsonl").write_text("")
+        yield root
 
 
 @pytest.mark.parametrize(

@@ -7,9 +7,9 @@ from __future__ import annotations
 
 import json
 import math
-import os
 
 import pytest
+from stores import sqlite_store
 
 from rlvf.config import load_config
 from rlvf.tracking import schema
@@ -30,32 +30,9 @@ def _cli(*args: str):
 
 
 @pytest.fixture(scope="module")
-def store(tmp_path_factory, tiny_policy):
-    import mlflow
-
-    root = tmp_path_factory.mktemp("lmeval")
-    keys = (
-        "MLFLOW_RUN_ID",
-        "MLFLOW_TRACKING_URI",
-        "MLFLOW_EXPERIMENT_ID",
-        "RLVF_EVAL_CACHE",
-        "HF_HUB_OFFLINE",
-    )
-    saved = {k: os.environ.pop(k, None) for k in keys}
-    os.environ["RLVF_EVAL_CACHE"] = str(root / "evalcache")
-    os.environ["HF_HUB_OFFLINE"] = "1"
-    os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{root}/mlflow.db"
-    old_cwd = os.getcwd()
-    os.chdir(root)
-    mlflow.set_tracking_uri(os.environ["MLFLOW_TRACKING_URI"])
-    yield root
-    mlflow.set_tracking_uri("")
-    os.chdir(old_cwd)
-    for k, v in saved.items():
-        if v is None:
-            os.environ.pop(k, None)
-        else:
-            os.environ[k] = v
+def store(tmp_path_factory):
+    with sqlite_store(tmp_path_factory.mktemp("lmeval"), eval_cache=True, HF_HUB_OFFLINE="1") as root:
+        yield root
 
 
 @pytest.fixture(scope="module")

@@ -4,30 +4,16 @@ embedded:small, trained without a reference model, read back from a real sqlite 
 
 from __future__ import annotations
 
-import os
-
 import pytest
+from stores import sqlite_store
 
 from rlvf.config import load_config
 
 
 @pytest.fixture(scope="module")
-def store(tmp_path_factory, tiny_policy):
-    import mlflow
-
-    root = tmp_path_factory.mktemp("orpo_method")
-    saved = {
-        k: os.environ.pop(k, None) for k in ("MLFLOW_RUN_ID", "MLFLOW_TRACKING_URI", "MLFLOW_EXPERIMENT_ID")
-    }
-    old_cwd = os.getcwd()
-    os.chdir(root)  # the store's artifacts go under the temp dir
-    mlflow.set_tracking_uri(f"sqlite:///{root}/mlflow.db")
-    yield root
-    mlflow.set_tracking_uri("")
-    os.chdir(old_cwd)
-    for k, v in saved.items():
-        if v is not None:
-            os.environ[k] = v
+def store(tmp_path_factory):
+    with sqlite_store(tmp_path_factory.mktemp("orpo_method")) as root:
+        yield root
 
 
 def _history(client, run_id, key):

@@ -5,10 +5,10 @@ the registered version, and their consistency. Same config_hash -> the same metr
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import pytest
+from stores import sqlite_store
 
 from rlvf.config import load_config
 from rlvf.records import Pair, write_jsonl
@@ -18,28 +18,9 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def store(tmp_path_factory, tiny_policy):
-    import mlflow
-
-    root = tmp_path_factory.mktemp("pipeline")
-    saved = {
-        k: os.environ.pop(k, None) for k in ("MLFLOW_RUN_ID", "MLFLOW_TRACKING_URI", "MLFLOW_EXPERIMENT_ID")
-    }
-    old_cache = os.environ.get("RLVF_EVAL_CACHE")
-    os.environ["RLVF_EVAL_CACHE"] = str(root / "evalcache")
-    old_cwd = os.getcwd()
-    os.chdir(root)
-    mlflow.set_tracking_uri(f"sqlite:///{root}/mlflow.db")
-    yield root
-    mlflow.set_tracking_uri("")
-    os.chdir(old_cwd)
-    if old_cache is None:
-        os.environ.pop("RLVF_EVAL_CACHE", None)
-    else:
-        os.environ["RLVF_EVAL_CACHE"] = old_cache
-    for k, v in saved.items():
-        if v is not None:
-            os.environ[k] = v
+def store(tmp_path_factory):
+    with sqlite_store(tmp_path_factory.mktemp("pipeline"), eval_cache=True) as root:
+        yield root
 
 
 @pytest.fixture(scope="module")

@@ -6,10 +6,10 @@ whole method read back from a real sqlite MLflow store."""
 from __future__ import annotations
 
 import dataclasses
-import os
 
 import pytest
 import torch
+from stores import sqlite_store
 
 from rlvf.config import load_config
 from rlvf.generate.engine import _Raw, pack_rollout
@@ -166,22 +166,9 @@ def test_ppo_raises_mean_reward_on_embedded_small(tiny_policy):
 
 
 @pytest.fixture(scope="module")
-def store(tmp_path_factory, tiny_policy):
-    import mlflow
-
-    root = tmp_path_factory.mktemp("ppo_method")
-    saved = {
-        k: os.environ.pop(k, None) for k in ("MLFLOW_RUN_ID", "MLFLOW_TRACKING_URI", "MLFLOW_EXPERIMENT_ID")
-    }
-    old_cwd = os.getcwd()
-    os.chdir(root)
-    mlflow.set_tracking_uri(f"sqlite:///{root}/mlflow.db")
-    yield root
-    mlflow.set_tracking_uri("")
-    os.chdir(old_cwd)
-    for k, v in saved.items():
-        if v is not None:
-            os.environ[k] = v
+def store(tmp_path_factory):
+    with sqlite_store(tmp_path_factory.mktemp("ppo_method")) as root:
+        yield root
 
 
 def _history(client, run_id, key):

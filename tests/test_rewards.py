@@ -9,6 +9,7 @@ import threading
 import time
 
 import pytest
+from canary import canary_dir, untouched
 from test_verify_hostile import CASES, PROBLEM
 
 from rlvf.generate.cleanup import clean_completion
@@ -162,12 +163,7 @@ def test_killing_the_fork_server_mid_batch_gives_none_not_zero() -> None:
 
 @pytest.mark.parametrize("mode", ["fraction", "binary"])
 def test_whole_hostile_corpus_earns_the_lowest_reward(mode: str, tmp_path) -> None:
-    canary = tmp_path / "canary"
-    canary.mkdir()
-    (canary / "keep.txt").write_text("still here")
-    if os.geteuid() == 0:
-        os.chmod(tmp_path, 0o755)
-        os.chmod(canary, 0o777)
+    canary = canary_dir(tmp_path)
     completions = [c.replace("CANARY", repr(str(canary))) for _, c, _ in CASES]
     fn = VerifierReward([HOSTILE], mode=mode, lowest=-1.0, timeout=2.0, workers=4, max_infra_rate=0.0)
     rewards = fn(completions=completions, task_id=[HOSTILE.task_id] * len(CASES))
@@ -177,4 +173,4 @@ def test_whole_hostile_corpus_earns_the_lowest_reward(mode: str, tmp_path) -> No
         if r != -1.0
     }
     assert not wrong, wrong
-    assert (canary / "keep.txt").read_text() == "still here"
+    assert untouched(canary)

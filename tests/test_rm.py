@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from stores import sqlite_store
 
 from rlvf.config import load_config
 from rlvf.evaluate.bestofn import Candidate, group_values, select
@@ -70,23 +71,9 @@ def test_split_by_prompt_holds_whole_prompts_out():
 
 
 @pytest.fixture(scope="module")
-def store(tmp_path_factory, tiny_policy):
-    import mlflow
-
-    root = tmp_path_factory.mktemp("rm")
-    keys = ("MLFLOW_RUN_ID", "MLFLOW_TRACKING_URI", "MLFLOW_EXPERIMENT_ID", "RLVF_EVAL_CACHE")
-    saved = {k: os.environ.pop(k, None) for k in keys}
-    os.environ["RLVF_EVAL_CACHE"] = str(root / "evalcache")
-    old_cwd = os.getcwd()
-    os.chdir(root)
-    mlflow.set_tracking_uri(f"sqlite:///{root}/mlflow.db")
-    yield root
-    mlflow.set_tracking_uri("")
-    os.chdir(old_cwd)
-    os.environ.pop("RLVF_EVAL_CACHE", None)
-    for k, v in saved.items():
-        if v is not None:
-            os.environ[k] = v
+def store(tmp_path_factory):
+    with sqlite_store(tmp_path_factory.mktemp("rm"), eval_cache=True) as root:
+        yield root
 
 
 @pytest.fixture(scope="module")

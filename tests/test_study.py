@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from stores import sqlite_store
 
 from rlvf.tracking import schema
 
@@ -27,24 +28,9 @@ BROKEN = "rm:data.pairs=/nonexistent/pairs.jsonl"  # the rm step fails before it
 
 
 @pytest.fixture(scope="module")
-def store(tmp_path_factory, tiny_policy):
-    import mlflow
-
-    root = tmp_path_factory.mktemp("study")
-    keys = ("MLFLOW_RUN_ID", "MLFLOW_TRACKING_URI", "MLFLOW_EXPERIMENT_ID", "MLFLOW_EXPERIMENT_NAME")
-    saved = {k: os.environ.pop(k, None) for k in keys}
-    old_cwd = os.getcwd()
-    os.chdir(root)
-    uri = f"sqlite:///{root}/mlflow.db"
-    os.environ["MLFLOW_TRACKING_URI"] = uri
-    mlflow.set_tracking_uri(uri)
-    yield root
-    mlflow.set_tracking_uri("")
-    os.chdir(old_cwd)
-    os.environ.pop("MLFLOW_TRACKING_URI", None)
-    for k, v in saved.items():
-        if v is not None:
-            os.environ[k] = v
+def store(tmp_path_factory):
+    with sqlite_store(tmp_path_factory.mktemp("study")) as root:
+        yield root
 
 
 def _study(*extra: str):

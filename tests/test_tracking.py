@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
+from stores import sqlite_store
 
 from rlvf.config import load_config
 from rlvf.errors import UserError
@@ -20,21 +21,8 @@ from rlvf.tracking import schema
 
 @pytest.fixture(scope="module")
 def store(tmp_path_factory):
-    import mlflow
-
-    root = tmp_path_factory.mktemp("mlflow")
-    old_cwd = os.getcwd()
-    old_env = {
-        k: os.environ.pop(k, None) for k in ("MLFLOW_RUN_ID", "MLFLOW_TRACKING_URI", "MLFLOW_EXPERIMENT_ID")
-    }
-    os.chdir(root)
-    mlflow.set_tracking_uri(f"sqlite:///{root}/mlflow.db")
-    yield root
-    mlflow.set_tracking_uri("")
-    os.chdir(old_cwd)
-    for k, v in old_env.items():
-        if v is not None:
-            os.environ[k] = v
+    with sqlite_store(tmp_path_factory.mktemp("mlflow")) as root:
+        yield root
 
 
 @pytest.fixture

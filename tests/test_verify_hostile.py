@@ -11,6 +11,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
+from canary import canary_dir, untouched
 
 from rlvf.verify import check_completion
 
@@ -717,12 +718,7 @@ if HUMANEVAL_DATA:
 
 @pytest.fixture(scope="module")
 def canary(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    d = tmp_path_factory.mktemp("canary")
-    (d / "keep.txt").write_text("still here")
-    if os.geteuid() == 0:
-        os.chmod(d.parent, 0o755)
-        os.chmod(d, 0o777)
-    return d
+    return canary_dir(tmp_path_factory.mktemp("hostile"))
 
 
 def test_corpus_is_large_enough() -> None:
@@ -740,7 +736,7 @@ def test_hostile_completion_fails_with_category(
     assert outcome.category == category, f"{name}: {outcome.category} ({outcome.detail})"
     if category == "tampering":  # never partial credit, whichever case it happened on
         assert outcome.tests_passed == 0, f"{name}: {outcome.tests_passed} tests counted"
-    assert (canary / "keep.txt").read_text() == "still here"
+    assert untouched(canary)
     assert not Path("/tmp/rlvf-pwned.txt").exists()
     assert not Path("/tmp/rlvf-pwned2").exists()
 

@@ -25,6 +25,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from canary import canary_dir, untouched
 
 try:
     import ray
@@ -197,12 +198,7 @@ def test_humaneval_and_hostile_verdicts_match_the_local_backend(cluster: str, tm
     assert [_verdict(o) for o in remote] == [_verdict(o) for o in local]
     assert sum(o.passed for o in remote) >= 160
 
-    canary = tmp_path / "canary"
-    canary.mkdir()
-    (canary / "keep.txt").write_text("still here")
-    if os.geteuid() == 0:
-        os.chmod(tmp_path, 0o755)
-        os.chmod(canary, 0o777)
+    canary = canary_dir(tmp_path)
     tid = hostile.PROBLEM["task_id"]
     corpus = [
         Sample(tid, i, c.replace("CANARY", repr(str(canary)))) for i, (_, c, _) in enumerate(hostile.CASES)
@@ -228,7 +224,7 @@ def test_humaneval_and_hostile_verdicts_match_the_local_backend(cluster: str, tm
     for (name, _, want), got in zip(hostile.CASES, remote, strict=True):  # test_verify_hostile's verdicts
         assert got.category in (want, "timeout"), (name, got.category, got.detail)
     assert not any(o.passed for o in remote)
-    assert (canary / "keep.txt").read_text() == "still here"
+    assert untouched(canary)
 
 
 def test_actors_spread_over_both_nodes(cluster: str) -> None:
