@@ -56,16 +56,40 @@ window.addEventListener("load", () => setTimeout(() => {
     {src: i.getAttribute("src"), w: i.naturalWidth, h: i.naturalHeight, shown: i.getBoundingClientRect().width}));
   document.querySelectorAll(".md-content details").forEach((d) => out.details.push(
     {title: d.querySelector("summary").textContent.trim(), open: d.open}));
-  const pre = document.createElement("pre");
-  pre.id = "rlvf-layout";
-  pre.textContent = JSON.stringify(out);
-  document.body.appendChild(pre);
+  window.parent.postMessage(JSON.stringify(out), "*");
 }, 300));
 </script>
 """
 
+# The page Chromium opens: it loads each probed page in turn into a WIDTH-wide frame (a window
+# of its own: its innerWidth is the frame's), collects what each probe posts, then prints all
+# of it in a <pre id="rlvf-layout"> that --dump-dom writes out. One browser for every page: a
+# Chromium start costs more than a page.
+HARNESS = """<!doctype html><html><body><script>
+const pages = PAGES;
+const out = {};
+const frame = document.createElement("iframe");
+frame.width = WIDTH; frame.height = 2400; frame.style.border = "0";
+document.body.appendChild(frame);
+let i = -1;
+const next = () => {
+  i += 1;
+  if (i < pages.length) { frame.src = pages[i][1]; return; }
+  frame.remove();
+  const pre = document.createElement("pre");
+  pre.id = "rlvf-layout";
+  pre.textContent = JSON.stringify(out);
+  document.body.appendChild(pre);
+};
+window.addEventListener("message", (e) => { out[pages[i][0]] = JSON.parse(e.data); next(); });
+next();
+</script></body></html>
+"""
 
-def _chromium(tmp_path: Path, *args: str) -> subprocess.CompletedProcess:
+
+def _chromium(
+    tmp_path: Path, *args: str, budget_ms: int = 8000, width: int = WIDTH
+) -> subprocess.CompletedProcess:
     """Run headless Chromium on the page; waits for the page's resources (virtual time budget),
     and tries once more if the browser itself crashed (a loaded 2-core CI box)."""
     flags = [
@@ -78,9 +102,9 @@ def _chromium(tmp_path: Path, *args: str) -> subprocess.CompletedProcess:
         "--no-first-run",
         "--hide-scrollbars",
         "--run-all-compositor-stages-before-draw",
-        "--virtual-time-budget=8000",
+        f"--virtual-time-budget={budget_ms}",
         f"--user-data-dir={tmp_path / 'chromium-profile'}",
-        f"--window-size={WIDTH},2400",
+        f"--window-size={width},2400",
     ]
     for _ in range(2):
         res = subprocess.run([CHROMIUM, *flags, *args], capture_output=True, text=True, timeout=180)
@@ -89,15 +113,28 @@ def _chromium(tmp_path: Path, *args: str) -> subprocess.CompletedProcess:
     return res
 
 
-def _layout(tmp_path: Path, page: Path) -> dict:
-    probe = page.with_name(page.stem + ".probe.html")
-    probe.write_text(page.read_text().replace("</body>", PROBE + "</body>"))
-    res = _chromium(tmp_path, "--dump-dom", probe.as_uri())
-    assert res.returncode == 0, res.stderr[-2000:]
-    m = re.search(r'<pre id="rlvf-layout">(.*?)</pre>', res.stdout, re.S)
-    assert m, f"{page.name}: the layout probe did not run"
+def _layouts(tmp_path: Path, report: Path, pages: list[Path]) -> dict[str, dict]:
+    """The layout of every page (by its path under `report`), measured by one headless Chromium."""
     import html
 
+    probes = []
+    for page in pages:
+        probe = page.with_name(page.stem + ".probe.html")
+        probe.write_text(page.read_text().replace("</body>", PROBE + "</body>"))
+        probes.append((page.relative_to(report).as_posix(), probe.as_uri()))
+    harness = tmp_path / "harness.html"
+    harness.write_text(HARNESS.replace("PAGES", json.dumps(probes)).replace("WIDTH", str(WIDTH)))
+    res = _chromium(
+        tmp_path,
+        "--allow-file-access-from-files",
+        "--dump-dom",
+        harness.as_uri(),
+        budget_ms=8000 * len(pages),
+        width=WIDTH + 100,
+    )
+    assert res.returncode == 0, res.stderr[-2000:]
+    m = re.search(r'<pre id="rlvf-layout">(.*?)</pre>', res.stdout, re.S)
+    assert m, f"the layout probes did not all report: {res.stdout[-500:]}"
     return json.loads(html.unescape(m.group(1)))
 
 
@@ -142,10 +179,9 @@ def test_every_page_fits_1400px_and_shows_its_plots(built, tmp_path):
         "scaling.html",
         "fairness.html",
     } <= names
-    layouts = {}
-    for page in pages:
-        name = page.relative_to(report).as_posix()
-        lay = layouts[name] = _layout(tmp_path, page)
+    layouts = _layouts(tmp_path, report, pages)
+    assert set(layouts) == names
+    for name, lay in layouts.items():
         assert lay["width"] == WIDTH
         # at least one plot, and every plot loaded (an SVG that failed to load has no natural size)
         assert lay["images"], f"{name}: no plot"
