@@ -1,0 +1,121 @@
+"""Eval shared among the ranks of an external launch (`rlvf.train.shards`): a two-rank
+torchrun of `rlvf eval` gives exactly the numbers and samples of one process, in one MLflow run,
+with both ranks' seeds on record; a rank that fails or goes silent is one line naming it."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import pytest
+
+from rlvf.train import shards
+
+REPO = Path(__file__).resolve().parents[1]
+SETTINGS = "eval.limit=3;eval.seeds=[0,1,2];eval.n_samples=1;eval.max_new_tokens=48;tracking.experiment=es"
+
+
+def _eval(tmp_path: Path, name: str, ranks: int) -> subprocess.Popen:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "RLVF_LAUNCH"))}
+    env.update(
+        MLFLOW_TRACKING_URI=f"sqlite:///{tmp_path / name}.db",
+        PYTHONPATH=str(REPO),
+        HF_HUB_OFFLINE="1",
+        OMP_NUM_THREADS="1",
+        RLVF_NO_EVAL_CACHE="1",  # the base's eval is computed, not read from the shared cache
+        RLVF_EVAL_PROCESSES="1",  # the reference is one process, not two
+        RLVF_LAUNCH_DIR=str(tmp_path / f"{name}-launch"),
+    )
+    launcher = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(ranks)]
+    launcher += ["--standalone"]  # a free rendezvous port on this machine
+    out = f"tracking.output_dir={tmp_path / name}"
+    command = launcher if ranks > 1 else [sys.executable]
+    return subprocess.Popen(
+        [*command, "-m", "rlvf", "eval", "-r", "small", "-s", SETTINGS, "-s", out],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def _runs(tmp_path: Path, name: str):
+    from mlflow import MlflowClient
+
+    client = MlflowClient(f"sqlite:///{tmp_path / name}.db")
+    return client, client.search_runs([client.get_experiment_by_name("es").experiment_id])
+
+
+@pytest.mark.slow
+def test_two_torchrun_ranks_evaluate_like_one_process(tmp_path, tiny_policy):
+    procs = {"one": _eval(tmp_path, "one", 1), "two": _eval(tmp_path, "two", 2)}
+    for name, p in procs.items():
+        _, err = p.communicate(timeout=600)
+        assert p.returncode == 0, (name, err[-3000:])
+    (_, (one,)), (client, runs) = _runs(tmp_path, "one"), _runs(tmp_path, "two")
+    assert len(runs) == 1  # rank 1 opened no run of its own
+    (two,) = runs
+    assert two.info.status == "FINISHED"
+    assert two.data.tags["rlvf.config_hash"] == one.data.tags["rlvf.config_hash"]
+    evals = {k: v for k, v in two.data.metrics.items() if k.startswith("eval/")}
+    assert evals["eval/procedural/n_tasks"] == 3
+    assert evals == {k: v for k, v in one.data.metrics.items() if k.startswith("eval/")}
+    # seeds 0 and 2 on rank 0, seed 1 on rank 1; the one-process run records no sharing
+    assert json.loads(two.data.tags["rlvf.eval.ranks"]) == {"0": [0, 2], "1": [1]}
+    assert "rlvf.eval.ranks" not in one.data.tags
+    samples = [
+        Path(
+            c.download_artifacts(r.info.run_id, "eval/procedural/samples.jsonl", str(tmp_path / n))
+        ).read_text()
+        for c, r, n in ((_runs(tmp_path, "one")[0], one, "a1"), (client, two, "a2"))
+    ]
+    assert samples[0] == samples[1] and samples[0].count("\n") == 3 * 3
+
+
+def _launch(tmp_path: Path, monkeypatch) -> Path:
+    """This test process as rank 0 of a two-rank launch (undone after the test)."""
+    monkeypatch.setattr(shards, "_LEAD", {})
+    d = tmp_path / "launch"
+    d.mkdir()
+    shards.enable(d, 2)
+    return d
+
+
+def test_a_rank_serves_jobs_and_a_failing_job_names_it(tmp_path, monkeypatch):
+    """A rank's loop does rank 0's jobs (here: loading a suite, then one that does not exist)
+    until the launch finishes; the failure comes back as one line naming rank 1."""
+    from rlvf.evaluate import load_tasks
+    from rlvf.train.launch import FINISHED
+
+    d = _launch(tmp_path, monkeypatch)
+    rank1 = threading.Thread(target=shards.serve, args=(1, d), kwargs={"until_job": False})
+    rank1.start()
+    try:
+        got = shards.gather(shards.scatter("tasks", load_tasks, {1: {"suite": "procedural", "limit": 2}}))
+        assert [t.task_id for t in got[1]] == [t.task_id for t in load_tasks("procedural", limit=2)]
+        with pytest.raises(
+            shards.ShardError, match=r"^eval of x: rank 1 failed: UserError: .*no-such-suite"
+        ) as e:
+            shards.gather(shards.scatter("eval of x", load_tasks, {1: {"suite": "no-such-suite"}}))
+        assert "\n" not in str(e.value)
+    finally:
+        (d / FINISHED).touch()
+        rank1.join(timeout=30)
+    assert not rank1.is_alive()
+    assert not list(d.glob("shard-*"))  # every job taken, every answer read
+
+
+def test_a_silent_rank_fails_the_gather_instead_of_hanging(tmp_path, monkeypatch):
+    """No rank 1 serving (it crashed before, or died mid-job: its heartbeat stops): rank 0
+    gives up after the timeout, in one line naming the rank."""
+    from rlvf.evaluate import load_tasks
+
+    _launch(tmp_path, monkeypatch)
+    pending = shards.scatter("eval of base", load_tasks, {1: {"suite": "procedural"}})
+    with pytest.raises(shards.ShardError, match=r"eval of base: rank 1 gave no answer .* for 1s"):
+        shards.gather(pending, timeout=1.0)
