@@ -119,3 +119,22 @@ def test_a_silent_rank_fails_the_gather_instead_of_hanging(tmp_path, monkeypatch
     pending = shards.scatter("eval of base", load_tasks, {1: {"suite": "procedural"}})
     with pytest.raises(shards.ShardError, match=r"eval of base: rank 1 gave no answer .* for 1s"):
         shards.gather(pending, timeout=1.0)
+
+
+def test_ranks_sampling_their_batches_give_one_process_samples(tiny_model):
+    """Pair sampling on N ranks: rank r samples batches r, r+N, ... (each batch is seeded on
+    its own), so the ranks' samples put together are one process's, record for record."""
+    from rlvf.evaluate import load_tasks
+    from rlvf.generate import SamplingSettings, generate
+
+    tasks = load_tasks("procedural", limit=5)
+    settings = SamplingSettings(n=2, max_new_tokens=24, seed=3)
+    whole, _ = generate(tiny_model, tasks, settings, backend="hf", batch_size=3, progress=False)
+    parts = [
+        generate(tiny_model, tasks, settings, backend="hf", batch_size=3, progress=False, shard=(r, 2))[0]
+        for r in (0, 1)
+    ]
+    assert [len(p) for p in parts] == [6, 4]  # 10 rows in batches of 3: 0 and 2 on rank 0
+    ids = [t.task_id for t in tasks]
+    merged = sorted([*parts[0], *parts[1]], key=lambda s: (ids.index(s.task_id), s.index))
+    assert merged == whole

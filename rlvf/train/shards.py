@@ -94,11 +94,14 @@ def _name(fn: Callable[..., Any]) -> str:
 def scatter(what: str, fn: Callable[..., Any], per_rank: dict[int, dict[str, Any]]) -> Scattered:
     """Hand `fn(**kwargs)` to each rank of `per_rank` (rank 0 itself does its own share in
     between, then calls `gather`). `what` names the work in errors ("eval of base", ...)."""
+    from rlvf.verify.backend import current
+
     d = Path(_LEAD["directory"])
     ids = {}
+    verify = current()  # the run's verification backend: a rank judges as rank 0 would
     for r, kwargs in per_rank.items():
         job_id = f"{_LEAD['launch']}-{next(_IDS):04d}"
-        _write(d / f"shard-{job_id}.rank{r}.job", {"fn": _name(fn), "kwargs": kwargs})
+        _write(d / f"shard-{job_id}.rank{r}.job", {"fn": _name(fn), "kwargs": kwargs, "verify": verify})
         ids[r] = job_id
     return Scattered(what, ids)
 
@@ -172,11 +175,14 @@ def run_job(path: Path) -> None:
     job = pickle.loads(path.read_bytes())
     path.unlink(missing_ok=True)
     answer = path.with_name(path.name[: -len(".job")] + ".out")
+    from rlvf.verify.backend import use
+
     try:
         module, name = job["fn"].split(":")
         if not module.startswith("rlvf."):
             raise ValueError(f"not an rlvf function: {job['fn']}")
-        value = ("ok", getattr(importlib.import_module(module), name)(**job["kwargs"]))
+        with use(job["verify"]):
+            value = ("ok", getattr(importlib.import_module(module), name)(**job["kwargs"]))
     except Exception as e:  # reported to rank 0, which ends the run with it
         print(f"[rlvf] rank shard {job['fn']} failed: {type(e).__name__}: {e}", file=sys.stderr)
         value = ("error", f"{type(e).__name__}: {e}".splitlines()[0])
