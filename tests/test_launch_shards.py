@@ -16,26 +16,24 @@ import pytest
 from rlvf.train import shards
 
 REPO = Path(__file__).resolve().parents[1]
-SETTINGS = "eval.limit=3;eval.seeds=[0,1,2];eval.n_samples=1;eval.max_new_tokens=48;tracking.experiment=es"
+SETTINGS = "eval.limit=3;eval.seeds=[0,1,2];eval.n_samples=1;eval.max_new_tokens=48"
 
 
-def _eval(tmp_path: Path, name: str, ranks: int) -> subprocess.Popen:
+def _two_ranks(tmp_path: Path, uri: str) -> subprocess.Popen:
+    """`torchrun --nproc_per_node 2 -m rlvf eval` into experiment 'two' of the store at `uri`."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "RLVF_LAUNCH"))}
     env.update(
-        MLFLOW_TRACKING_URI=f"sqlite:///{tmp_path / name}.db",
+        MLFLOW_TRACKING_URI=uri,
         PYTHONPATH=str(REPO),
         HF_HUB_OFFLINE="1",
         OMP_NUM_THREADS="1",
         RLVF_NO_EVAL_CACHE="1",  # the base's eval is computed, not read from the shared cache
-        RLVF_EVAL_PROCESSES="1",  # the reference is one process, not two
-        RLVF_LAUNCH_DIR=str(tmp_path / f"{name}-launch"),
+        RLVF_LAUNCH_DIR=str(tmp_path / "launch"),
     )
-    launcher = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(ranks)]
-    launcher += ["--standalone"]  # a free rendezvous port on this machine
-    out = f"tracking.output_dir={tmp_path / name}"
-    command = launcher if ranks > 1 else [sys.executable]
+    launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
+    out = f"tracking.experiment=two;tracking.output_dir={tmp_path / 'two'}"
     return subprocess.Popen(
-        [*command, "-m", "rlvf", "eval", "-r", "small", "-s", SETTINGS, "-s", out],
+        [*launcher, "-m", "rlvf", "eval", "-r", "small", "-s", SETTINGS, "-s", out],
         cwd=tmp_path,
         env=env,
         stdout=subprocess.PIPE,
@@ -44,21 +42,34 @@ def _eval(tmp_path: Path, name: str, ranks: int) -> subprocess.Popen:
     )
 
 
-def _runs(tmp_path: Path, name: str):
+@pytest.mark.slow
+def test_two_torchrun_ranks_evaluate_like_one_process(tmp_path, tiny_policy, monkeypatch):
+    """The same eval on two torchrun ranks and, meanwhile, in this process alone."""
+    import mlflow
     from mlflow import MlflowClient
 
-    client = MlflowClient(f"sqlite:///{tmp_path / name}.db")
-    return client, client.search_runs([client.get_experiment_by_name("es").experiment_id])
+    from rlvf.pipeline.cli import run_entry, split_sets
 
-
-@pytest.mark.slow
-def test_two_torchrun_ranks_evaluate_like_one_process(tmp_path, tiny_policy):
-    procs = {"one": _eval(tmp_path, "one", 1), "two": _eval(tmp_path, "two", 2)}
-    for name, p in procs.items():
-        _, err = p.communicate(timeout=600)
-        assert p.returncode == 0, (name, err[-3000:])
-    (_, (one,)), (client, runs) = _runs(tmp_path, "one"), _runs(tmp_path, "two")
-    assert len(runs) == 1  # rank 1 opened no run of its own
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    client = MlflowClient(uri)
+    ids = {name: client.create_experiment(name) for name in ("one", "two")}  # the store, made once
+    two = _two_ranks(tmp_path, uri)
+    for k in ("MLFLOW_RUN_ID", "MLFLOW_TRACKING_URI", "MLFLOW_EXPERIMENT_ID"):
+        monkeypatch.delenv(k, raising=False)
+    monkeypatch.setenv("RLVF_NO_EVAL_CACHE", "1")
+    monkeypatch.setenv("RLVF_EVAL_PROCESSES", "1")  # the reference is one process, not two
+    monkeypatch.chdir(tmp_path)
+    mlflow.set_tracking_uri(uri)
+    try:
+        out = f"tracking.experiment=one;tracking.output_dir={tmp_path / 'one'}"
+        run_entry("eval", "small", split_sets([SETTINGS, out]))
+    finally:
+        mlflow.set_tracking_uri("")
+        _, err = two.communicate(timeout=600)
+    assert two.returncode == 0, err[-3000:]
+    (one,) = client.search_runs([ids["one"]])
+    runs = client.search_runs([ids["two"]])
+    assert len(runs) == 1 and len(client.search_runs([ids["one"], ids["two"]])) == 2  # rank 1 opened none
     (two,) = runs
     assert two.info.status == "FINISHED"
     assert two.data.tags["rlvf.config_hash"] == one.data.tags["rlvf.config_hash"]
@@ -69,12 +80,11 @@ def test_two_torchrun_ranks_evaluate_like_one_process(tmp_path, tiny_policy):
     assert json.loads(two.data.tags["rlvf.eval.ranks"]) == {"0": [0, 2], "1": [1]}
     assert "rlvf.eval.ranks" not in one.data.tags
     samples = [
-        Path(
-            c.download_artifacts(r.info.run_id, "eval/procedural/samples.jsonl", str(tmp_path / n))
-        ).read_text()
-        for c, r, n in ((_runs(tmp_path, "one")[0], one, "a1"), (client, two, "a2"))
+        Path(client.download_artifacts(r.info.run_id, "eval/procedural/samples.jsonl", str(tmp_path / n)))
+        for r, n in ((one, "a1"), (two, "a2"))
     ]
-    assert samples[0] == samples[1] and samples[0].count("\n") == 3 * 3
+    assert samples[0].read_text() == samples[1].read_text()
+    assert samples[0].read_text().count("\n") == 3 * 3
 
 
 def _launch(tmp_path: Path, monkeypatch) -> Path:
