@@ -92,6 +92,8 @@ def sample_and_verify(
     )
     progress = cfg["tracking.progress"]
     world = shards.ranks() if isinstance(policy, PolicySpec) else 1
+    batches = -(-len(tasks) * settings.n // cfg["generate.batch_size"])
+    world = min(world, batches)  # a rank without a batch has nothing to do
     if world > 1 and len({t.task_id for t in tasks}) == len(tasks):
         job = {
             "spec": policy,
