@@ -148,3 +148,29 @@ def test_ranks_sampling_their_batches_give_one_process_samples(tiny_model):
     ids = [t.task_id for t in tasks]
     merged = sorted([*parts[0], *parts[1]], key=lambda s: (ids.index(s.task_id), s.index))
     assert merged == whole
+
+
+def test_a_busy_rank_is_waited_for_however_long_its_share_takes(tmp_path, monkeypatch):
+    """The timeout is for silence, not for work: rank 1 takes longer than it over its job
+    (and rank 0 over its own share before gathering), but its heartbeat goes on."""
+    import time
+
+    import rlvf.runtime
+    from rlvf.train.launch import FINISHED
+
+    def slow(seconds: float) -> str:
+        time.sleep(seconds)
+        return "done"
+
+    slow.__module__, slow.__qualname__ = "rlvf.runtime", "_slow_for_test"
+    monkeypatch.setattr(rlvf.runtime, "_slow_for_test", slow, raising=False)
+    d = _launch(tmp_path, monkeypatch)
+    rank1 = threading.Thread(target=shards.serve, args=(1, d), kwargs={"until_job": False})
+    rank1.start()
+    try:
+        pending = shards.scatter("slow work", slow, {1: {"seconds": 2.5}})
+        time.sleep(1.5)  # rank 0's own share
+        assert shards.gather(pending, timeout=1.0) == {1: "done"}
+    finally:
+        (d / FINISHED).touch()
+        rank1.join(timeout=30)

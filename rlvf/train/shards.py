@@ -41,6 +41,7 @@ POLL_S = 0.1
 
 _LEAD: dict[str, Any] = {}  # set by `enable` in the process that leads the launch
 _IDS = itertools.count()
+_BEATS = itertools.count()
 
 
 class ShardError(UserError):
@@ -78,6 +79,7 @@ class Scattered:
 
     what: str
     ids: dict[int, str]
+    beats: dict[int, str | None]  # each rank's heartbeat when its job went out
     started: float = field(default_factory=time.monotonic)
 
 
@@ -97,13 +99,14 @@ def scatter(what: str, fn: Callable[..., Any], per_rank: dict[int, dict[str, Any
     from rlvf.verify.backend import current
 
     d = Path(_LEAD["directory"])
-    ids = {}
+    ids, beats = {}, {}
     verify = current()  # the run's verification backend: a rank judges as rank 0 would
     for r, kwargs in per_rank.items():
         job_id = f"{_LEAD['launch']}-{next(_IDS):04d}"
+        beats[r] = _beat(d / f"alive.rank{r}")
         _write(d / f"shard-{job_id}.rank{r}.job", {"fn": _name(fn), "kwargs": kwargs, "verify": verify})
         ids[r] = job_id
-    return Scattered(what, ids)
+    return Scattered(what, ids, beats)
 
 
 def _beat(path: Path) -> str | None:
@@ -122,7 +125,7 @@ def gather(s: Scattered, timeout: float | None = None) -> dict[int, Any]:
     for r, job_id in s.ids.items():
         answer = d / f"shard-{job_id}.rank{r}.out"
         heart = d / f"alive.rank{r}"
-        last, seen = _beat(heart), s.started
+        last, seen = s.beats[r], s.started  # a beat since the job went out: alive
         while not answer.exists():
             beat = _beat(heart)
             now = time.monotonic()
@@ -147,12 +150,10 @@ def gather(s: Scattered, timeout: float | None = None) -> dict[int, Any]:
 
 
 def _heartbeat(path: Path, stop: threading.Event) -> None:
-    n = 0
     while not stop.is_set():
-        n += 1
         try:
             tmp = path.with_name(path.name + ".tmp")
-            tmp.write_text(str(n))
+            tmp.write_text(f"{os.getpid()}:{next(_BEATS)}")  # never the same twice
             tmp.replace(path)
         except OSError:  # the directory went away with the launch: nothing left to serve
             return
@@ -192,9 +193,11 @@ def run_job(path: Path) -> None:
 def serve(rank: int, directory: Path, *, until_job: bool = True) -> None:
     """A rank other than 0: do the jobs rank 0 hands out, until the launch finishes (or, with
     `until_job`, until rank 0 publishes the training job, which `launch.follow` takes)."""
+    from rlvf.console import quiet_libraries
     from rlvf.train.launch import FINISHED
     from rlvf.train.ranks import JOB
 
+    quiet_libraries()  # one console for all ranks: the same quiet rules
     _device_for_rank()
     stop = threading.Event()
     beat = threading.Thread(target=_heartbeat, args=(directory / f"alive.rank{rank}", stop), daemon=True)
