@@ -70,7 +70,8 @@ def test_cpu_gloo_config_starts_two_torchrun_ranks():
 def test_cpu_gloo_config_launches_two_ranks_into_one_run(tmp_path):
     """`accelerate launch --config_file configs/accelerate/cpu_gloo.yaml -m rlvf dpo` on this
     machine: two gloo ranks train, only rank 0 runs the pipeline, and the store holds one run
-    and one registered version; both ranks end with the same weights (rank 0 checks)."""
+    and one registered version; both ranks end with the same weights (rank 0 checks), and
+    after training rank 1 goes back to take its share of the trained policy's eval seeds."""
     import os
     import subprocess
     import sys
@@ -91,7 +92,7 @@ def test_cpu_gloo_config_launches_two_ranks_into_one_run(tmp_path):
             *("--config_file", str(CONFIGS / "cpu_gloo.yaml"), "-m", "rlvf", "dpo", "-r", "small"),
             *("--pairs", str(tmp_path / "pairs.jsonl")),
             *("-s", "train.max_steps=2;train.batch_size=4;train.save_steps=0;eval.base=false"),
-            *("-s", "eval.limit=2;eval.seeds=[0];eval.n_samples=1;eval.max_new_tokens=16"),
+            *("-s", "eval.limit=2;eval.seeds=[0,1];eval.n_samples=1;eval.max_new_tokens=16"),
             *("-s", f"tracking.output_dir={tmp_path / 'out'};tracking.experiment=acc;registry.name=acc"),
         ],
         cwd=tmp_path,
@@ -105,5 +106,6 @@ def test_cpu_gloo_config_launches_two_ranks_into_one_run(tmp_path):
     client = MlflowClient(uri)
     (run,) = client.search_runs([client.get_experiment_by_name("acc").experiment_id])
     assert run.info.status == "FINISHED" and run.data.metrics["train/steps"] == 2
+    assert run.data.tags["rlvf.eval.ranks"] == '{"0": [0], "1": [1]}'
     (version,) = client.search_model_versions("name = 'acc'")
     assert version.run_id == run.info.run_id

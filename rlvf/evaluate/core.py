@@ -81,6 +81,8 @@ class SuiteEval:
     samples: list[Sample] = field(default_factory=list)
     outcomes: list[dict[str, Any]] = field(default_factory=list)  # Outcome dicts + "seed"
     seconds: float = 0.0
+    # rank -> the seeds it evaluated, when the ranks of an external launch shared the work
+    ranks: dict[int, list[int]] = field(default_factory=dict)
 
 
 def load_tasks(
@@ -264,6 +266,96 @@ def _child_result(proc: Any, queue: Any) -> dict[int, Any] | None:
     return payload
 
 
+def _suite_eval(
+    suite: str,
+    tasks: list[Task],
+    per_seed: dict[int, tuple[list[Sample], list[Outcome]]],
+    settings: EvalSettings,
+    policy_name: str,
+    seconds: float,
+) -> SuiteEval:
+    """One suite's SuiteEval from every seed's samples and verdicts (in `per_seed`'s order)."""
+    all_samples: list[Sample] = []
+    all_outcomes: list[dict[str, Any]] = []
+    for seed, (samples, outcomes) in per_seed.items():
+        all_samples.extend(samples)
+        all_outcomes.extend({**o.to_dict(), "seed": seed} for o in outcomes)
+    result = build_result(
+        suite,
+        policy_name,
+        tasks,
+        per_seed,
+        settings.n_samples,
+        {**settings.to_dict(), "suites": [suite]},
+    )
+    return SuiteEval(result, all_samples, all_outcomes, seconds)
+
+
+def eval_shard(
+    spec: Any,
+    settings: EvalSettings,
+    seeds: list[int],
+    policy_name: str,
+    workers: int | None = None,
+    progress: bool = False,
+) -> dict[str, dict[int, tuple[list[Sample], list[Outcome]]]]:
+    """Some seeds of every suite: what one rank of an external launch evaluates (each seed
+    samples under its own torch seeds, so any rank gives the samples rank 0 would have)."""
+    from rlvf.models.loader import load_policy
+
+    policy = load_policy(spec)
+    policy[0].eval()
+    out: dict[str, dict[int, tuple[list[Sample], list[Outcome]]]] = {}
+    for suite in settings.suites:
+        tasks = load_tasks(suite, settings.per_cell, settings.limit)
+        out[suite] = {
+            s: _sample_and_verify(policy, tasks, s, settings, policy_name, workers, progress) for s in seeds
+        }
+    return out
+
+
+def _evaluate_on_ranks(
+    spec: Any, settings: EvalSettings, world: int, policy_name: str, workers: int | None, progress: bool
+) -> dict[str, SuiteEval]:
+    """`evaluate` as rank 0 of an external launch: seeds r, r+world, ... go to rank r, rank 0
+    does its own, then gathers. Every seed is sampled exactly as one process would."""
+    from rlvf.train import shards
+
+    t0 = time.perf_counter()
+    seeds = list(settings.seeds)
+    share = {r: seeds[r::world] for r in range(world)}
+    job = {"spec": spec, "settings": settings, "policy_name": policy_name, "workers": workers}
+    pending = shards.scatter(
+        f"eval of {policy_name}", eval_shard, {r: {**job, "seeds": share[r]} for r in range(1, world)}
+    )
+    mine = eval_shard(spec, settings, share[0], policy_name, workers, progress)
+    got = {0: mine, **shards.gather(pending)}
+    seconds = time.perf_counter() - t0
+    out: dict[str, SuiteEval] = {}
+    for suite in settings.suites:
+        per_seed = {}
+        for part in got.values():
+            per_seed.update(part[suite])
+        tasks = load_tasks(suite, settings.per_cell, settings.limit)
+        ev = _suite_eval(
+            suite,
+            tasks,
+            {s: per_seed[s] for s in seeds},
+            settings,
+            policy_name,
+            seconds / len(settings.suites),
+        )
+        ev.ranks = share
+        out[suite] = ev
+    if progress:
+        print(
+            f"eval {', '.join(settings.suites)}: {len(seeds)} seeds x {settings.n_samples} samples "
+            f"on {world} ranks in {seconds:.1f}s",
+            file=sys.stderr,
+        )
+    return out
+
+
 def evaluate(
     policy: Any,
     settings: EvalSettings,
@@ -275,8 +367,15 @@ def evaluate(
     """Evaluate `policy` (a PolicySpec, or a loaded ``(model, tokenizer)``) on every suite.
 
     With `eval_processes` > 1 the later seeds of each suite run in a second process while this
-    one does the first ones; the numbers are the same either way.
+    one does the first ones; as rank 0 of an external launch (`rlvf.train.shards`), a saved
+    policy's seeds are shared among the launch's ranks instead. The numbers are the same
+    either way.
     """
+    from rlvf.train import shards
+
+    world = min(shards.ranks(), len(settings.seeds)) if not isinstance(policy, tuple) else 1
+    if world > 1:
+        return _evaluate_on_ranks(policy, settings, world, policy_name, workers, progress)
     spec = policy
     split = eval_processes(policy, settings) > 1
     if not isinstance(policy, tuple):
@@ -310,21 +409,7 @@ def evaluate(
                         else _sample_and_verify(policy, tasks, seed, settings, policy_name, workers, progress)
                     )
             per_seed = {s: per_seed[s] for s in seeds}
-            all_samples: list[Sample] = []
-            all_outcomes: list[dict[str, Any]] = []
-            for seed in seeds:
-                samples, outcomes = per_seed[seed]
-                all_samples.extend(samples)
-                all_outcomes.extend({**o.to_dict(), "seed": seed} for o in outcomes)
-            result = build_result(
-                suite,
-                policy_name,
-                tasks,
-                per_seed,
-                settings.n_samples,
-                {**settings.to_dict(), "suites": [suite]},
-            )
-            out[suite] = SuiteEval(result, all_samples, all_outcomes, time.perf_counter() - t0)
+            out[suite] = _suite_eval(suite, tasks, per_seed, settings, policy_name, time.perf_counter() - t0)
             if progress:
                 print(
                     f"eval {suite}: {len(tasks)} tasks x {len(settings.seeds)} seeds "

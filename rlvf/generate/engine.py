@@ -191,12 +191,17 @@ class HFBackend:
         bar=None,
         logprobs: bool = False,
         row_seeds: Sequence[int] | None = None,
+        shard: tuple[int, int] | None = None,
     ) -> list[_Raw]:
         """One completion per prompt (callers repeat prompts for n samples); `logprobs` also
         keeps each sampled token's log-probability (RL trainers; needs the pruning sampler).
 
         `row_seeds` gives every row its own random stream (a row's sample then does not depend
         on its batch-mates or the batch layout).
+
+        `shard` (rank, world) samples only batches b with b % world == rank, and returns one
+        entry per prompt, None for the rows of other ranks' batches: each batch is seeded on
+        its own, so the ranks' rows together are exactly one process's.
         """
         tok, model = self.tok, self.model
         if (logprobs or row_seeds is not None) and not self.prune:
@@ -216,10 +221,12 @@ class HFBackend:
         try:
             with cpu_threads(str(device)):
                 self._run_batches(
-                    prompts, entry_points, settings, order, out, device, bar, logprobs, row_seeds
+                    prompts, entry_points, settings, order, out, device, bar, logprobs, row_seeds, shard=shard
                 )
         finally:
             model.train(was_training)
+        if shard is not None:
+            return out  # type: ignore[return-value]
         return [o for o in out if o is not None]
 
     def _generate(self, enc, settings: SamplingSettings, crit: _FunctionEnd) -> list[list[int]]:
@@ -249,11 +256,14 @@ class HFBackend:
         want_lp=False,
         row_seeds=None,
         on_finished=None,
+        shard=None,
     ) -> None:
         import torch
 
         tok, model = self.tok, self.model
         for b, start in enumerate(range(0, len(order), self.batch_size)):
+            if shard is not None and b % shard[1] != shard[0]:
+                continue  # another rank's batch
             idx = order[start : start + self.batch_size]
             batch_prompts = [prompts[i] for i in idx]
             enc = tok(batch_prompts, return_tensors="pt", padding=True, add_special_tokens=False).to(device)
@@ -403,12 +413,14 @@ def generate(
     progress: bool = True,
     policy_name: str | None = None,
     clean: bool = True,
+    shard: tuple[int, int] | None = None,
 ) -> tuple[list[Sample], Throughput]:
     """Sample `settings.n` completions per task; returns (samples, throughput).
 
     `policy` is a `PolicySpec`, a policy name ('embedded', a hub id, a directory) or an
     already loaded ``(model, tokenizer)`` pair (for training loops). Samples come back
-    ordered by task, then index.
+    ordered by task, then index. `shard` (rank, world): only that rank's share of the
+    batches (`HFBackend.run`), for the ranks of an external launch.
     """
     from tqdm.auto import tqdm
 
@@ -434,11 +446,22 @@ def generate(
         recorded["batch_size"] = batch_size
     stats = Throughput(backend=engine.name)
     t0 = time.perf_counter()
-    with tqdm(total=len(flat_prompts), desc="sample", unit="sample", disable=not progress) as bar:
-        raws = engine.run(flat_prompts, flat_eps, settings, bar=bar)
+    if shard is not None and engine.name != "hf":
+        raise UserError(f"sample: sharing batches among ranks needs the hf backend, not {engine.name}")
+    total = len(flat_prompts)
+    if shard is not None and engine.name == "hf":  # this rank's rows only
+        starts = range(0, total, batch_size)
+        total = sum(min(batch_size, total - a) for b, a in enumerate(starts) if b % shard[1] == shard[0])
+    with tqdm(total=total, desc="sample", unit="sample", disable=not progress) as bar:
+        if shard is None:
+            raws = engine.run(flat_prompts, flat_eps, settings, bar=bar)
+        else:
+            raws = engine.run(flat_prompts, flat_eps, settings, bar=bar, shard=shard)
     stats.seconds = time.perf_counter() - t0
     samples = []
     for k, raw in enumerate(raws):
+        if raw is None:  # another rank's row
+            continue
         task = tasks[k // settings.n]
         text, extra = raw.text, {}
         if clean:

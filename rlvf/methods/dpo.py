@@ -123,7 +123,7 @@ def build_data(ctx: Any) -> list[Pair]:
 
     cfg, run = ctx.cfg, ctx.run
     if ctx.inputs.data is None:
-        policy = ctx.load_init()
+        policy = ctx.init_spec()
         pairs = make_pairs(cfg, run, policy, ctx.policy_name)
         del policy
         return pairs

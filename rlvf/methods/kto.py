@@ -58,7 +58,7 @@ def build_data(ctx: Any) -> list[dict[str, Any]]:
 
     cfg, run = ctx.cfg, ctx.run
     tasks = training_tasks(cfg)
-    policy = ctx.load_init()
+    policy = ctx.init_spec()
     samples, outcomes = verified_samples(cfg, policy, tasks, ctx.policy_name)
     del policy
     rows, stats = unpaired_from_samples(

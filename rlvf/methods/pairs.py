@@ -96,7 +96,6 @@ def make_pairs(cfg: Any, run: Any, policy: Any, policy_name: str) -> list[Pair]:
 
 def run_pairs(cfg: Any) -> StageResult:
     """Sample from a policy, verify, build pairs; the pairs are the run's dataset artifact."""
-    from rlvf.models.loader import load_policy
     from rlvf.tracking.runs import start_run
 
     init = resolve_init(cfg["model.init"])
@@ -106,7 +105,7 @@ def run_pairs(cfg: Any) -> StageResult:
         cfg, "pairs", parent_run_id=init.run_id if init else None, base_revision=base_revision(cfg)
     ) as run:
         ensure_base(cfg, run)
-        policy = load_policy(policy_spec(cfg, init)) if init else None
+        policy = policy_spec(cfg, init) if init else None  # loaded where it samples
         pairs = make_pairs(cfg, run, policy, name)
         res = StageResult(run.run_id, "pairs", cfg.hash, n_examples=len(pairs))
     res.seconds = time.perf_counter() - t0

@@ -46,7 +46,7 @@ def build_data(ctx: Any) -> list[dict[str, Any]]:
         if ctx.init is None:
             samples, outcomes = base_samples(cfg, tasks, ctx.policy_name)
         else:
-            samples, outcomes = sample_and_verify(cfg, ctx.load_init(), tasks, ctx.policy_name)
+            samples, outcomes = sample_and_verify(cfg, ctx.init_spec(), tasks, ctx.policy_name)
         rows, stats = sft_from_samples(
             tasks,
             samples,

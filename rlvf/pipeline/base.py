@@ -104,8 +104,11 @@ def prefetch_base_eval(cfg: Any) -> None:
     import multiprocessing
 
     from rlvf.evaluate import cache as eval_cache
+    from rlvf.train import shards
 
     if not cfg["eval.base"] or not eval_cache.enabled() or (os.cpu_count() or 1) < 2:
+        return
+    if shards.ranks() > 1:  # the ranks of an external launch share the base's eval instead
         return
     key, _, settings = base_eval_key(cfg)
     lm_key = base_lm_eval_key(cfg)

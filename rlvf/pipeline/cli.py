@@ -98,12 +98,20 @@ def run_entry(method: str, recipe: str | None, overrides: Sequence[str]) -> Any:
     from rlvf.train import launch
 
     if launch.follower():  # a rank of `accelerate launch` / `torchrun`: it trains when rank 0 does
+        from rlvf.train import shards
+
+        shards.serve(launch.rank(), launch.launch_dir())  # eval / sampling shards before training
         code = launch.follow()
         if code:
             raise SystemExit(code)
+        shards.serve(launch.rank(), launch.launch_dir(), until_job=False)  # the trained policy's eval
         return None
     if launch.external():
+        from rlvf.train import shards
+        from rlvf.train.ranks import world_size
+
         launch.lead()
+        shards.enable(launch.launch_dir(), world_size())
     _silence_noise()
 
     cfg = load_config(method, recipe or None, list(overrides))

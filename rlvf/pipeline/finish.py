@@ -3,6 +3,7 @@ compare the two with the site's statistic, register a version."""
 
 from __future__ import annotations
 
+import json
 import time
 from typing import Any
 
@@ -17,6 +18,10 @@ def log_suite_evals(run: Any, evals: dict[str, Any], prefix: str = schema.EVAL_P
     logged: dict[str, float] = {}
     for suite, ev in evals.items():
         logged.update(log_eval_result(run.run_id, ev.result, prefix=prefix, client=run.client))
+        if getattr(ev, "ranks", None):  # the ranks of an external launch shared the seeds
+            run.tag(
+                f"{schema.TAG_PREFIX}{prefix}.ranks", json.dumps({str(r): s for r, s in ev.ranks.items()})
+            )
         base = f"{prefix}/{schema.suite_key(suite)}"
         if ev.samples:
             run.log_jsonl(f"{base}/{schema.SAMPLES_ARTIFACT}", ev.samples)

@@ -47,6 +47,11 @@ class DataContext:
     def policy_name(self) -> str:
         return init_label(self.cfg, self.init)
 
+    def init_spec(self) -> Any:
+        """The model.init policy's PolicySpec for sampling (loaded where it samples, so the
+        ranks of an external launch can share the batches), or None for the base."""
+        return policy_spec(self.cfg, self.init) if self.init else None
+
     def load_init(self) -> Any:
         """The model.init policy loaded for sampling, or None for the base (whose samples are cached)."""
         from rlvf.models.loader import load_policy

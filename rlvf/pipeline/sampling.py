@@ -11,11 +11,76 @@ from rlvf.pipeline.result import log
 from rlvf.records import Outcome, Sample, Task
 
 
+def sampling_shard(
+    spec: Any,
+    tasks: list[Task],
+    settings: Any,
+    batch_size: int,
+    policy_name: str,
+    timeout: float,
+    workers: int | None,
+    shard: tuple[int, int],
+    progress: bool = False,
+) -> tuple[list[Sample], list[Outcome]]:
+    """One rank's share of `sample_and_verify`: the sampling batches b with b % world == rank
+    (`rlvf.generate.engine.HFBackend.run`), judged in the sandbox on that rank."""
+    from rlvf.generate import generate
+    from rlvf.verify import verify_samples
+
+    samples, _ = generate(
+        spec,
+        tasks,
+        settings,
+        backend="hf",
+        batch_size=batch_size,
+        progress=progress,
+        policy_name=policy_name,
+        shard=shard,
+    )
+    return samples, verify_samples(tasks, samples, timeout=timeout, workers=workers, progress=progress)
+
+
+def _sample_on_ranks(
+    job: dict[str, Any], tasks: list[Task], world: int, progress: bool
+) -> tuple[list[Sample], list[Outcome]]:
+    """`sample_and_verify` as rank 0 of an external launch: every rank samples and judges its
+    share of the batches, rank 0 puts the rows back in one process's order."""
+    from rlvf.train import shards
+
+    pending = shards.scatter(
+        f"sampling from {job['policy_name']}",
+        sampling_shard,
+        {r: {**job, "tasks": tasks, "shard": (r, world)} for r in range(1, world)},
+    )
+    got = {
+        0: sampling_shard(**job, tasks=tasks, shard=(0, world), progress=progress),
+        **shards.gather(pending),
+    }
+    pos = {t.task_id: i for i, t in enumerate(tasks)}
+    n = job["settings"].n
+    rows = sorted(
+        (
+            (pos[s.task_id] * n + s.index, s, o)
+            for samples, outcomes in got.values()
+            for s, o in zip(samples, outcomes, strict=True)
+        ),
+        key=lambda row: row[0],
+    )
+    if [k for k, _, _ in rows] != list(range(len(tasks) * n)):
+        raise RuntimeError(f"sampling on {world} ranks: the ranks' rows do not add up to {len(tasks)} x {n}")
+    log(f"sampled and verified on {world} ranks")
+    return [s for _, s, _ in rows], [o for _, _, o in rows]
+
+
 def sample_and_verify(
     cfg: Any, policy: Any, tasks: Sequence[Task], policy_name: str
 ) -> tuple[list[Sample], list[Outcome]]:
-    """n samples per task from `policy` with cfg.generate, judged by the verifier."""
+    """n samples per task from `policy` (a PolicySpec, or a loaded (model, tokenizer)) with
+    cfg.generate, judged by the verifier. As rank 0 of an external launch, a PolicySpec's
+    batches are shared among the ranks (`rlvf.train.shards`): the same samples either way."""
     from rlvf.generate import SamplingSettings, generate
+    from rlvf.models.loader import PolicySpec
+    from rlvf.train import shards
     from rlvf.verify import verify_samples
 
     settings = SamplingSettings(
@@ -26,6 +91,19 @@ def sample_and_verify(
         seed=cfg["seed"],
     )
     progress = cfg["tracking.progress"]
+    world = shards.ranks() if isinstance(policy, PolicySpec) else 1
+    batches = -(-len(tasks) * settings.n // cfg["generate.batch_size"])
+    world = min(world, batches)  # a rank without a batch has nothing to do
+    if world > 1 and len({t.task_id for t in tasks}) == len(tasks):
+        job = {
+            "spec": policy,
+            "settings": settings,
+            "batch_size": cfg["generate.batch_size"],
+            "policy_name": policy_name,
+            "timeout": cfg["verify.timeout"],
+            "workers": cfg["verify.workers"],
+        }
+        return _sample_on_ranks(job, list(tasks), world, progress)
     samples, _ = generate(
         policy,
         tasks,
@@ -80,14 +158,13 @@ def samples_cache_key(cfg: Any) -> tuple[str, dict[str, Any]]:
 def base_samples(cfg: Any, tasks: Sequence[Task], policy_name: str) -> tuple[list[Sample], list[Outcome]]:
     """The base policy's verified samples on the training prompts, from the cache when there."""
     from rlvf.evaluate import cache
-    from rlvf.models.loader import load_policy
 
     key, ident = samples_cache_key(cfg)
     hit = cache.load_samples(key)
     if hit is not None:
         log(f"training samples: cached ({key})")
         return hit
-    samples, outcomes = sample_and_verify(cfg, load_policy(policy_spec(cfg, None)), tasks, policy_name)
+    samples, outcomes = sample_and_verify(cfg, policy_spec(cfg, None), tasks, policy_name)
     cache.store_samples(key, samples, outcomes, ident)
     return samples, outcomes
 
