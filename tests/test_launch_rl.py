@@ -37,8 +37,15 @@ SETTINGS = {
     ],
 }
 CURVES = {
-    "ppo": ("train/reward_mean", "train/kl", "train/loss", "train/value_loss", "train/entropy"),
-    "online_dpo": ("train/reward_mean", "train/pairs", "train/loss", "train/completions"),
+    "ppo": (
+        "train/reward_mean",
+        "train/kl",
+        "train/loss",
+        "train/value_loss",
+        "train/entropy",
+        "train/grad_norm",
+    ),
+    "online_dpo": ("train/reward_mean", "train/pairs", "train/completions", "train/loss", "train/grad_norm"),
 }
 EVAL = ["eval.base=false", "eval.limit=2", "eval.seeds=[0]", "eval.n_samples=1", "eval.max_new_tokens=16"]
 
