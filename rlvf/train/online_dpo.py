@@ -26,6 +26,12 @@ The loss is DPO's sigmoid loss, optionally with an SFT term on the chosen side
 (`loss_type: [sigmoid, sft]`, weighted by `loss_weights`), the combination that helped
 offline DPO on the tiny model (rlvf.methods.dpo). Every completion goes to the run's
 `rollouts/` (kept = a side of a pair), every pair to `data/online_pairs.jsonl`.
+
+Under a launcher the transformers Trainer hands each rank a contiguous share of every batch
+of prompts and averages the gradients (DDP). Each rank samples its groups (per-row random
+streams: one process and N ranks draw the same completions), judges and pairs them; whether
+a step resamples, the loss's normalisation (the step's pair count) and every logged number
+are decided over every rank's groups, and rank 0 alone records the rollouts and the pairs.
 """
 
 from __future__ import annotations

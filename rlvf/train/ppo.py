@@ -29,6 +29,14 @@ its adapter disabled (no copy); for full fine-tuning, or an adapter trained furt
 Everything runs with dropout off (model.eval()): the log-probs PPO's ratio compares must
 come from the same function, so the first minibatch's ratio is exactly 1.
 
+Under a launcher (`accelerate launch`, `torchrun`) the loop is data-parallel over the ranks
+(`rlvf.train.dist`): each rank samples and judges a contiguous share of every rollout batch,
+each row from its own random stream, so one process and N ranks draw the same rollouts; the
+whitening, the KL and every logged mean are taken over every rank's rows, the minibatches are
+drawn over the global batch, and the gradients are summed over the ranks before each step,
+so the ranks keep identical weights. Rank 0 alone records the rollouts and measures the
+held-out pass@1.
+
 The trainer speaks the transformers callback protocol (`TrainerState` / `TrainerControl`,
 `on_train_begin` / `on_log` / `on_step_end` / `on_train_end`) so rlvf's tracking callback,
 progress bar and the training lifecycle drive it as they drive a TRL trainer; one PPO
