@@ -352,11 +352,17 @@ def _make_trainer_class() -> type:
             finally:
                 tok.padding_side = side
             ids = [t for t in task_ids for _ in range(g)]
-            self.reward(
-                prompts=[p for p in prompts for _ in range(g)],
-                completions=[r.text for r in raws],
-                task_id=ids,
-            )
+            failure = None  # with several ranks a sandbox failure on one stops them all, together
+            try:
+                self.reward(
+                    prompts=[p for p in prompts for _ in range(g)],
+                    completions=[r.text for r in raws],
+                    task_id=ids,
+                )
+            except InfraFailureError as e:
+                if self.group.world == 1:
+                    raise
+                failure = str(e)
             scored = list(self.reward.last)
             pairs, stats = best_vs_worst(prompts, scored, g, step)
             sides = {p.group * g + i for p in pairs for i in (p.chosen_index, p.rejected_index)}
@@ -368,11 +374,14 @@ def _make_trainer_class() -> type:
                 truncated=[r.finish == "length" for r in raws],
                 kept=[k in sides for k in range(len(scored))],
             )
-            every = self.group.gather((len(pairs), rows))
+            every = self.group.gather((len(pairs), rows, failure))
             if self.recorder is not None:
-                self.recorder.add([r for _, part in every for r in part])  # global order
+                self.recorder.add([r for _, part, _ in every for r in part])  # global order
+            failures = [f for _, _, f in every if f]
+            if failures:
+                raise InfraFailureError(failures[0])
             pairs = [dataclasses.replace(p, group=first + p.group) for p in pairs]
-            return pairs, stats, scored, sum(n for n, _ in every)
+            return pairs, stats, scored, sum(n for n, _, _ in every)
 
         def make_pairs(self, model: Any, inputs: dict[str, list[Any]]) -> list[OnlinePair]:
             """The step's pairs: its prompts' groups, then further prompts while none paired."""
