@@ -293,7 +293,7 @@ def _make_trainer_class() -> type:
 
             self.settings = settings
             self.tasks = {t.task_id: t for t in tasks}
-            # the ranks (TRL's accelerator joined them): each holds a contiguous share of every batch
+            # the ranks (the Trainer's accelerator joined them): each holds a share of every batch
             self.group = Group(self.accelerator.num_processes, self.accelerator.process_index)
             self._global_pairs = 0
             # The reference: the adapter switched off (LoRA), else a frozen copy of the start.
