@@ -178,22 +178,26 @@ def test_which_methods_train_in_several_processes():
     assert wanted(get("dpo"), load_config("dpo", "small"), "cpu") == 1
     for name in ("grpo", "rloo"):  # each rank samples and judges its share of whole groups
         assert wanted(get(name), load_config(name, "default"), "cpu") == 2, name
-    for name in ("ppo", "online_dpo"):  # their own loops have no gradient all-reduce
+    for name in ("ppo", "online_dpo"):  # several ranks only under a launcher (tests/test_launch_rl.py)
         assert wanted(get(name), load_config(name, "default"), "cpu") == 1, name
     assert wanted(get("dpo"), load_config("dpo", "default"), "cuda") == 1
 
 
-def test_methods_without_a_gradient_all_reduce_refuse_a_multi_rank_launch(monkeypatch):
+def test_rl_loops_take_a_multi_rank_launch_whose_batch_splits(monkeypatch):
+    """PPO and online DPO train on every rank of a launch (tests/test_launch_rl.py); each rank
+    takes an equal share of every batch, or the run is refused in one line before it opens."""
     from rlvf.config import load_config
     from rlvf.errors import UserError
     from rlvf.methods import get
 
     monkeypatch.setenv("WORLD_SIZE", "2")
-    for name in ("ppo", "online_dpo"):
-        with pytest.raises(
-            UserError, match=f"^{name} trains in one process, but this launch has WORLD_SIZE=2"
-        ):
-            get(name).training.resolve(load_config(name, "small"))
+    for name, key, said in (
+        ("ppo", "ppo.rollout_batch_size", "rollout_batch_size"),
+        ("online_dpo", "train.batch_size", "train.batch_size"),
+    ):
+        get(name).training.resolve(load_config(name, "small", [f"{key}=4"]))
+        with pytest.raises(UserError, match=rf"^{name}: {said} \(5\) does not split evenly over 2 training"):
+            get(name).training.resolve(load_config(name, "small", [f"{key}=5"]))
 
 
 def test_each_rank_must_get_whole_groups():

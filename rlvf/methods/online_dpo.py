@@ -70,12 +70,14 @@ def settings(cfg: Any):
 
 
 def resolve(cfg: Any) -> Inputs:
-    """The settings are checked before a run opens (a bad loss setting leaves no run behind)."""
+    """The settings are checked before a run opens (a bad loss setting leaves no run behind);
+    under a launch of several ranks each takes an equal share of every batch of prompts."""
     from rlvf.errors import UserError
-    from rlvf.train.ranks import one_process_only
+    from rlvf.train.dist import Group
+    from rlvf.train.ranks import world_size
 
-    one_process_only("online_dpo")
     settings(cfg)
+    Group(world_size()).share(cfg["train.batch_size"], "online_dpo: train.batch_size")
     if cfg["online_dpo.max_steps"] is None and cfg["train.max_steps"] < 1 and cfg["train.epochs"] <= 0:
         raise UserError("online_dpo: set online_dpo.max_steps (or train.epochs / train.max_steps)")
     return Inputs()
@@ -188,6 +190,8 @@ METHOD = Method(
         curves=("train/loss", "train/pairs", "train/reward_mean", "train/rewards_margins"),
         health=health,
         examples=examples,
-        processes=False,  # samples and verifies inside the loop
+        # several ranks under a launcher (accelerate launch, torchrun); not `train.processes`, whose
+        # default of 2 would change what the recipes' online DPO runs train
+        processes=False,
     ),
 )

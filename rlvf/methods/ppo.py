@@ -155,11 +155,14 @@ def scorer_for(ref: str | None) -> Any:
 
 
 def resolve(cfg: Any) -> Inputs:
-    """Settings checked, and a reward model loaded, before a run opens (a typo leaves no run)."""
-    from rlvf.train.ranks import one_process_only
+    """Settings checked, and a reward model loaded, before a run opens (a typo leaves no run).
+    Under a launch of several ranks each takes an equal share of every rollout batch."""
+    from rlvf.train.dist import Group
+    from rlvf.train.ranks import world_size
 
-    one_process_only("ppo")
-    scorer_for(settings(cfg).reward_spec.rm)
+    s = settings(cfg)
+    Group(world_size()).share(s.rollout_batch_size, "ppo: rollout_batch_size")
+    scorer_for(s.reward_spec.rm)
     return Inputs()
 
 
@@ -311,6 +314,8 @@ METHOD = Method(
         ),
         health=health,
         examples=examples,
-        processes=False,  # rollouts and rewards run inside the loop
+        # several ranks under a launcher (accelerate launch, torchrun); not `train.processes`, whose
+        # default of 2 would change what the recipes' PPO runs train
+        processes=False,
     ),
 )

@@ -58,12 +58,15 @@ def gae(
     return adv, returns
 
 
-def whiten(x: torch.Tensor, mask: torch.Tensor, shift_mean: bool = True, eps: float = 1e-8) -> torch.Tensor:
+def whiten(
+    x: torch.Tensor, mask: torch.Tensor, shift_mean: bool = True, eps: float = 1e-8, mean_of=masked_mean
+) -> torch.Tensor:
     """(x - mean) / std over the real tokens (population std); padding stays 0.
 
-    `shift_mean=False` only rescales (keeps the sign of every advantage)."""
-    mean = masked_mean(x, mask)
-    var = masked_mean((x - mean) ** 2, mask)
+    `shift_mean=False` only rescales (keeps the sign of every advantage). `mean_of` takes
+    the masked mean (`rlvf.train.dist.Group.masked_mean`: over every rank's rows)."""
+    mean = mean_of(x, mask)
+    var = mean_of((x - mean) ** 2, mask)
     out = (x - mean) * torch.rsqrt(var + eps)
     if not shift_mean:
         out = out + mean * torch.rsqrt(var + eps)

@@ -60,14 +60,17 @@ def entropy_from_logits(logits: torch.Tensor) -> torch.Tensor:
     return -(logp.exp() * logp).sum(dim=-1)
 
 
-def explained_variance(values: torch.Tensor, returns: torch.Tensor, mask: torch.Tensor) -> float:
+def explained_variance(
+    values: torch.Tensor, returns: torch.Tensor, mask: torch.Tensor, mean_of=masked_mean
+) -> float:
     """1 - Var(R - V) / Var(R) over real tokens: 1 a perfect critic, 0 no better than a
-    constant, negative worse than one. NaN when the returns do not vary."""
-    r_mean = masked_mean(returns, mask)
-    var_r = masked_mean((returns - r_mean) ** 2, mask)
+    constant, negative worse than one. NaN when the returns do not vary. `mean_of` takes the
+    masked mean (over every rank's rows with several)."""
+    r_mean = mean_of(returns, mask)
+    var_r = mean_of((returns - r_mean) ** 2, mask)
     d = returns - values
-    d_mean = masked_mean(d, mask)
-    var_d = masked_mean((d - d_mean) ** 2, mask)
+    d_mean = mean_of(d, mask)
+    var_d = mean_of((d - d_mean) ** 2, mask)
     if float(var_r) <= 0:
         return float("nan")
     return float(1 - var_d / var_r)

@@ -211,7 +211,9 @@ def _lead_training(
         result, model = _train_policy(
             method, cfg, rows, out, run=run, init_dir=init_dir, extra_callbacks=(), keep_model=True
         )
-    launch.check_digests(work, weights_digest(model))
+    digest = weights_digest(model)
+    (work / "weights-rank0.sha256").write_text(digest)  # beside the other ranks' (for a reader)
+    launch.check_digests(work, digest)
     return result
 
 

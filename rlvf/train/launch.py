@@ -63,6 +63,8 @@ def lead() -> None:
     d.mkdir(parents=True, exist_ok=True)
     for stale in (JOB, FINISHED):
         (d / stale).unlink(missing_ok=True)
+    for stale in d.glob("weights-rank*.sha256"):  # a reused RLVF_LAUNCH_DIR: last launch's digests
+        stale.unlink(missing_ok=True)
 
     def done() -> None:
         (d / FINISHED).touch()

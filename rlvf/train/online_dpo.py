@@ -26,12 +26,19 @@ The loss is DPO's sigmoid loss, optionally with an SFT term on the chosen side
 (`loss_type: [sigmoid, sft]`, weighted by `loss_weights`), the combination that helped
 offline DPO on the tiny model (rlvf.methods.dpo). Every completion goes to the run's
 `rollouts/` (kept = a side of a pair), every pair to `data/online_pairs.jsonl`.
+
+Under a launcher the transformers Trainer hands each rank a contiguous share of every batch
+of prompts and averages the gradients (DDP). Each rank samples its groups (per-row random
+streams: one process and N ranks draw the same completions), judges and pairs them; whether
+a step resamples, the loss's normalisation (the step's pair count) and every logged number
+are decided over every rank's groups, and rank 0 alone records the rollouts and the pairs.
 """
 
 from __future__ import annotations
 
 import contextlib
 import copy
+import dataclasses
 import hashlib
 import itertools
 import math
@@ -211,6 +218,15 @@ class OnlineDPOSettings:
         return 1.0 if self.loss_weights is None else self.loss_weights[self.loss_type.index(loss)]
 
 
+@dataclass(frozen=True)
+class _Verdict:
+    """What a step's numbers need of one `rlvf.rewards.Scored` (gathered from every rank)."""
+
+    reward: float | None
+    outcome: Any
+    format_failure: bool
+
+
 def _seed(*parts: Any) -> int:
     return int.from_bytes(hashlib.sha256(":".join(map(str, parts)).encode()).digest()[:4], "little")
 
@@ -273,8 +289,13 @@ def _make_trainer_class() -> type:
                 data_collator=_collate,
                 callbacks=list(callbacks),
             )
+            from rlvf.train.dist import Group
+
             self.settings = settings
             self.tasks = {t.task_id: t for t in tasks}
+            # the ranks (the Trainer's accelerator joined them): each holds a share of every batch
+            self.group = Group(self.accelerator.num_processes, self.accelerator.process_index)
+            self._global_pairs = 0
             # The reference: the adapter switched off (LoRA), else a frozen copy of the start.
             self.ref_model = None
             if not hasattr(self.model, "peft_config"):
@@ -286,7 +307,7 @@ def _make_trainer_class() -> type:
                 workers=settings.verify_workers,
                 max_infra_rate=settings.max_infra_rate,
             )
-            self.recorder = recorder
+            self.recorder = recorder if self.group.rank == 0 else None  # rank 0 records every rank's
             self.run = run
             self.pairs: list[OnlinePair] = []
             self.totals = PairingStats()
@@ -298,64 +319,98 @@ def _make_trainer_class() -> type:
 
         # ---- sampling and pairing
         def _draw(self, model: Any, prompts: list[str], task_ids: list[str], step: int):
+            """This rank's groups of one draw: sampled, judged, paired. Every completion draws
+            from its own random stream, seeded by (run seed, draw, its group's index in the
+            global draw, its place in the group), so one process and N ranks (each holding a
+            contiguous share of the groups) sample the same completions. Returns the pairs
+            (named by their global group), the pairing stats, the verdicts and the draw's
+            global pair count; rank 0 records every rank's rollouts."""
             from rlvf.generate.engine import HFBackend, SamplingSettings
             from rlvf.rl.rollouts import rollouts_from_scored
             from rlvf.train.grpo import merged_adapter
 
             s, g, tok = self.settings, self.settings.num_generations, self.processing_class
+            draw = next(self._draws)
+            first = self.group.rank * len(prompts)  # this rank's first group in the global draw
             sampling = SamplingSettings(
                 temperature=s.temperature,
                 max_new_tokens=s.max_completion_length,
-                seed=_seed(s.seed, next(self._draws)),
+                seed=_seed(s.seed, draw),
             )
+            row_seeds = [_seed(s.seed, draw, first + j, k) for j in range(len(prompts)) for k in range(g)]
             entry = [self.tasks[t].entry_point or None for t in task_ids]
             side = tok.padding_side
             tok.padding_side = "left"
             try:
                 with merged_adapter(model):
                     raws = HFBackend(model, tok, s.sample_batch_size).run(
-                        [p for p in prompts for _ in range(g)], [e for e in entry for _ in range(g)], sampling
+                        [p for p in prompts for _ in range(g)],
+                        [e for e in entry for _ in range(g)],
+                        sampling,
+                        row_seeds=row_seeds,
                     )
             finally:
                 tok.padding_side = side
             ids = [t for t in task_ids for _ in range(g)]
-            self.reward(
-                prompts=[p for p in prompts for _ in range(g)],
-                completions=[r.text for r in raws],
-                task_id=ids,
-            )
+            failure = None  # with several ranks a sandbox failure on one stops them all, together
+            try:
+                self.reward(
+                    prompts=[p for p in prompts for _ in range(g)],
+                    completions=[r.text for r in raws],
+                    task_id=ids,
+                )
+            except InfraFailureError as e:
+                if self.group.world == 1:
+                    raise
+                failure = str(e)
             scored = list(self.reward.last)
             pairs, stats = best_vs_worst(prompts, scored, g, step)
             sides = {p.group * g + i for p in pairs for i in (p.chosen_index, p.rejected_index)}
+            rows = rollouts_from_scored(
+                step,
+                [p for p in prompts for _ in range(g)],
+                scored,
+                lengths=[r.n_tokens for r in raws],
+                truncated=[r.finish == "length" for r in raws],
+                kept=[k in sides for k in range(len(scored))],
+            )
+            every = self.group.gather((len(pairs), rows, failure))
             if self.recorder is not None:
-                self.recorder.add(
-                    rollouts_from_scored(
-                        step,
-                        [p for p in prompts for _ in range(g)],
-                        scored,
-                        lengths=[r.n_tokens for r in raws],
-                        truncated=[r.finish == "length" for r in raws],
-                        kept=[k in sides for k in range(len(scored))],
-                    )
-                )
-            return pairs, stats, scored
+                self.recorder.add([r for _, part, _ in every for r in part])  # global order
+            failures = [f for _, _, f in every if f]
+            if failures:
+                raise InfraFailureError(failures[0])
+            pairs = [dataclasses.replace(p, group=first + p.group) for p in pairs]
+            return pairs, stats, scored, sum(n for n, _, _ in every)
 
         def make_pairs(self, model: Any, inputs: dict[str, list[Any]]) -> list[OnlinePair]:
             """The step's pairs: its prompts' groups, then further prompts while none paired."""
             step = self.state.global_step + 1
             prompts, task_ids = list(inputs["prompt"]), list(inputs["task_id"])
-            pairs, stats, scored = self._draw(model, prompts, task_ids, step)
+            pairs, stats, scored, n_pairs = self._draw(model, prompts, task_ids, step)
             draws = 0
-            while not pairs and draws < self.settings.max_resample:
-                rows = [next(self._extra) for _ in prompts]
-                more, more_stats, more_scored = self._draw(
+            while not n_pairs and draws < self.settings.max_resample:  # no pair on any rank
+                everyone = [next(self._extra) for _ in range(len(prompts) * self.group.world)]
+                rows = everyone[self.group.share(len(everyone))]
+                more, more_stats, more_scored, n_pairs = self._draw(
                     model, [r["prompt"] for r in rows], [r["task_id"] for r in rows], step
                 )
                 pairs, draws = more, draws + 1
                 stats.add(more_stats)
                 scored += more_scored
+            self._global_pairs = n_pairs
+            # the step's numbers over every rank's groups, as one process counts them
+            every = self.group.gather(
+                (stats, [(s.reward, s.outcome, s.format_failure) for s in scored], pairs)
+            )
+            stats = PairingStats()
+            for st, _, _ in every:
+                stats.add(st)
+            scored = [_Verdict(*v) for _, vs, _ in every for v in vs]
+            all_pairs = [p for _, _, ps in every for p in ps]
             self.totals.add(stats)
-            self.pairs.extend(pairs)
+            if self.group.rank == 0:
+                self.pairs.extend(all_pairs)
             judged = [s.reward for s in scored if s.reward is not None]
             record = {
                 "pairs": stats.pairs,
@@ -370,9 +425,9 @@ def _make_trainer_class() -> type:
                 "ties_total": self.totals.ties,
                 "infra_total": self.totals.infra,
             }
-            if pairs:
-                record["reward_chosen"] = sum(p.chosen_reward for p in pairs) / len(pairs)
-                record["reward_rejected"] = sum(p.rejected_reward for p in pairs) / len(pairs)
+            if all_pairs:
+                record["reward_chosen"] = sum(p.chosen_reward for p in all_pairs) / len(all_pairs)
+                record["reward_rejected"] = sum(p.rejected_reward for p in all_pairs) / len(all_pairs)
             for name, value in batch_rates(scored).items():
                 record[f"verifier/{name}_rate"] = value
             for k, v in record.items():
@@ -393,38 +448,63 @@ def _make_trainer_class() -> type:
             return prompts, completions
 
         def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-            pairs = self.make_pairs(self.accelerator.unwrap_model(model), inputs)
-            if not pairs:
+            """DPO (+ SFT) over the step's pairs. With several ranks each holds the pairs of its
+            own groups: its loss is its pairs' sum over the step's global pair count, times the
+            ranks (DDP averages the gradients), so the update is one process's mean over all
+            pairs; a rank without a pair of its own still runs one forward of weight 0, which
+            every rank's gradient all-reduce needs."""
+            unwrapped = self.accelerator.unwrap_model(model)
+            pairs = self.make_pairs(unwrapped, inputs)
+            n_all = self._global_pairs
+            if not n_all:
                 self._stats["steps_without_pairs"].append(1.0)
                 return torch.zeros((), device=self.args.device, requires_grad=True)
             self._stats["steps_without_pairs"].append(0.0)
-            n = len(pairs)
-            prompts, completions = self._tokens(pairs)
+            s, n = self.settings, len(pairs)
             pad = self.processing_class.pad_token_id
-            logps, lengths = completion_logps(model, prompts, completions, pad)
-            with torch.no_grad():
-                if self.ref_model is not None:
-                    ref, _ = completion_logps(self.ref_model, prompts, completions, pad)
-                else:
-                    with self.accelerator.unwrap_model(model).disable_adapter():
-                        ref, _ = completion_logps(model, prompts, completions, pad)
-            losses, chosen_r, rejected_r = dpo_losses(
-                logps[:n], logps[n:], ref[:n], ref[n:], self.settings.beta
-            )
-            dpo = losses.mean()
-            sft = -(logps[:n] / lengths[:n].clamp(min=1)).mean()
-            s = self.settings
-            loss = s.weight("sigmoid") * dpo + s.weight("sft") * sft
-            margins = chosen_r - rejected_r
+            if not pairs:
+                ids = torch.full((1, 1), pad, dtype=torch.long, device=self.args.device)
+                loss = model(input_ids=ids).logits.sum() * 0.0
+                per_pair: list[tuple[float, ...]] = []
+            else:
+                prompts, completions = self._tokens(pairs)
+                logps, lengths = completion_logps(model, prompts, completions, pad)
+                with torch.no_grad():  # the unwrapped model: no DDP collective on one rank alone
+                    if self.ref_model is not None:
+                        ref, _ = completion_logps(self.ref_model, prompts, completions, pad)
+                    else:
+                        with unwrapped.disable_adapter():
+                            ref, _ = completion_logps(unwrapped, prompts, completions, pad)
+                losses, chosen_r, rejected_r = dpo_losses(
+                    logps[:n], logps[n:], ref[:n], ref[n:], self.settings.beta
+                )
+                sft = -(logps[:n] / lengths[:n].clamp(min=1))
+                scale = self.group.world / n_all  # 1 / n in one process: the mean over pairs
+                loss = (s.weight("sigmoid") * losses.sum() + s.weight("sft") * sft.sum()) * scale
+                per_pair = list(
+                    zip(
+                        losses.tolist(),
+                        sft.tolist(),
+                        chosen_r.tolist(),
+                        rejected_r.tolist(),
+                        logps[:n].tolist(),
+                        logps[n:].tolist(),
+                        strict=True,
+                    )
+                )
+            every = [v for part in self.group.gather(per_pair) for v in part]
+            cols = list(zip(*every, strict=True))
+            mean = lambda xs: sum(xs) / len(xs)  # noqa: E731
+            margins = [c - r for c, r in zip(cols[2], cols[3], strict=True)]
             for k, v in {
-                "dpo_loss": dpo.item(),
-                "sft_loss": sft.item(),
-                "rewards/chosen": chosen_r.mean().item(),
-                "rewards/rejected": rejected_r.mean().item(),
-                "rewards/margins": margins.mean().item(),
-                "rewards/accuracies": (margins > 0).float().mean().item(),
-                "logps/chosen": logps[:n].mean().item(),
-                "logps/rejected": logps[n:].mean().item(),
+                "dpo_loss": mean(cols[0]),
+                "sft_loss": mean(cols[1]),
+                "rewards/chosen": mean(cols[2]),
+                "rewards/rejected": mean(cols[3]),
+                "rewards/margins": mean(margins),
+                "rewards/accuracies": mean([float(m > 0) for m in margins]),
+                "logps/chosen": mean(cols[4]),
+                "logps/rejected": mean(cols[5]),
             }.items():
                 self._stats[k].append(v)
             return loss

@@ -29,6 +29,14 @@ its adapter disabled (no copy); for full fine-tuning, or an adapter trained furt
 Everything runs with dropout off (model.eval()): the log-probs PPO's ratio compares must
 come from the same function, so the first minibatch's ratio is exactly 1.
 
+Under a launcher (`accelerate launch`, `torchrun`) the loop is data-parallel over the ranks
+(`rlvf.train.dist`): each rank samples and judges a contiguous share of every rollout batch,
+each row from its own random stream, so one process and N ranks draw the same rollouts; the
+whitening, the KL and every logged mean are taken over every rank's rows, the minibatches are
+drawn over the global batch, and the gradients are summed over the ranks before each step,
+so the ranks keep identical weights. Rank 0 alone records the rollouts and measures the
+held-out pass@1.
+
 The trainer speaks the transformers callback protocol (`TrainerState` / `TrainerControl`,
 `on_train_begin` / `on_log` / `on_step_end` / `on_train_end`) so rlvf's tracking callback,
 progress bar and the training lifecycle drive it as they drive a TRL trainer; one PPO
@@ -231,12 +239,17 @@ class PPOTrainer:
         import torch
         from transformers import TrainerControl, TrainerState
 
-        from rlvf.train.ranks import one_process_only
+        from rlvf.train.dist import Group
 
-        one_process_only("ppo")
         if not tasks:
             raise UserError("ppo: no training tasks")
         self.settings = s = settings
+        self.group = Group.join(cuda=next(model.parameters()).device.type == "cuda")
+        self.group.share(s.rollout_batch_size, "ppo: rollout_batch_size")  # a UserError if uneven
+        if self.group.world > 1 and next(model.parameters()).device.type == "cuda":
+            import os
+
+            model.to(f"cuda:{int(os.environ.get('LOCAL_RANK', '0') or 0)}")
         self.args = args or PPOArgs(learning_rate=s.learning_rate, seed=s.seed)
         self.tok = tok
         self.tasks = list(tasks)
@@ -274,10 +287,12 @@ class PPOTrainer:
             workers=s.verify_workers,
             max_infra_rate=s.max_infra_rate,
         )
-        self.recorder = recorder
-        self.heldout = heldout
+        lead = self.group.rank == 0
+        self.recorder = recorder if lead else None  # rank 0 records every rank's rollouts
+        self.heldout = heldout if lead else None
         self.callbacks = _Callbacks(callbacks)
         self.state = TrainerState(max_steps=s.iterations, logging_steps=1)
+        self.state.is_world_process_zero = self.state.is_local_process_zero = lead
         self.control = TrainerControl()
         self.history: list[dict[str, float]] = []
         self.timings: list[dict[str, float]] = []
@@ -334,12 +349,18 @@ class PPOTrainer:
 
     # -- one iteration
     def rollout(self, iteration: int) -> tuple[list[Task], Any]:
-        """Sample one completion for each of the next `rollout_batch_size` prompts."""
+        """Sample one completion for each of this rank's share of the next `rollout_batch_size`
+        prompts (all of them in one process). Every row draws from its own random stream,
+        seeded by (run seed, iteration, its place in the global batch), so which rank samples
+        it does not change its completion: one process and N ranks draw the same rollouts."""
         from rlvf.generate.engine import HFBackend, SamplingSettings, pack_rollout
         from rlvf.train.grpo import merged_adapter
 
         s = self.settings
-        tasks = [self.tasks[next(self._order)] for _ in range(s.rollout_batch_size)]
+        everyone = [self.tasks[next(self._order)] for _ in range(s.rollout_batch_size)]
+        share = self.group.share(len(everyone), "ppo: rollout_batch_size")
+        tasks = everyone[share]
+        row_seeds = [_seed(s.seed, "rollout", iteration, share.start + k) for k in range(len(tasks))]
         sampling = SamplingSettings(
             temperature=s.temperature,
             top_p=1.0,
@@ -351,7 +372,11 @@ class PPOTrainer:
         try:
             with merged_adapter(self.model):
                 raws = HFBackend(self.model, self.tok, s.sample_batch_size, prune=True).run(
-                    [t.prompt for t in tasks], [t.entry_point or None for t in tasks], sampling, logprobs=True
+                    [t.prompt for t in tasks],
+                    [t.entry_point or None for t in tasks],
+                    sampling,
+                    logprobs=True,
+                    row_seeds=row_seeds,
                 )
         finally:
             self.tok.padding_side = side
@@ -360,150 +385,207 @@ class PPOTrainer:
         return tasks, pack_rollout(prompt_ids, raws, self.tok.pad_token_id, self.device)
 
     def score(self, tasks: list[Task], batch: Any) -> tuple[list[float | None], list[Any]]:
-        """The paid rewards (None: skipped) and the verifier's verdicts, in order."""
+        """The paid rewards (None: skipped) and the verifier's verdicts, in order.
+
+        With several ranks a sandbox failure on one stops them all (each would otherwise wait
+        for the other at the next collective), and a reward model's tie-breaking, which
+        ranks completions within the batch, sees the whole batch as one process does."""
+        from rlvf.rewards.combine import combine
+        from rlvf.rewards.verifier import InfraFailureError
+
+        g = self.group
         prompts = [t.prompt for t in tasks]
         texts = [r.text for r in batch.raws]
-        verifier = self.reward(prompts=prompts, completions=texts, task_id=[t.task_id for t in tasks])
+        failure = None
+        try:
+            verifier = self.reward(prompts=prompts, completions=texts, task_id=[t.task_id for t in tasks])
+        except InfraFailureError as e:
+            if g.world == 1:
+                raise
+            failure, verifier = str(e), [sc.reward for sc in self.reward.last]
+        if g.world > 1:
+            failures = [f for f in g.gather(failure) if f]
+            if failures:
+                raise InfraFailureError(failures[0])
         scored = list(self.reward.last)
         cleaned = [sc.completion for sc in scored]
+        if g.world > 1 and self.spec.rm is not None and self.spec.verifier:
+            rm = rewards_for(replace(self.spec, verifier=False), None, prompts, cleaned, self.scorer)
+            every = g.gather((list(verifier), rm))
+            paid_all = combine(
+                [v for vs, _ in every for v in vs],
+                [r for _, rs in every for r in rs],
+                lowest=self.reward.lowest,
+            )
+            return paid_all[g.share(len(paid_all))], scored
         paid = rewards_for(self.spec, verifier, prompts, cleaned, self.scorer, lowest=self.reward.lowest)
         return paid, scored
 
     def step(self, iteration: int) -> dict[str, float]:
-        """One PPO iteration; returns its metrics (the trainer log keys)."""
+        """One PPO iteration; returns its metrics (the trainer log keys).
+
+        With several ranks each one samples, judges and runs the forward passes of its share
+        of the rollout batch; what one process computes over the whole batch (advantage
+        whitening, the KL the controller follows, every logged mean) is computed over every
+        rank's rows, and the minibatches are drawn over the global batch (see `_optimise`)."""
         import torch
 
         from rlvf.rl.gae import gae, token_rewards, whiten
-        from rlvf.rl.kl import kl_estimate, masked_mean
+        from rlvf.rl.kl import kl_estimate
         from rlvf.rl.ppo_loss import explained_variance
 
-        s = self.settings
+        s, g = self.settings, self.group
         t0 = time.perf_counter()
         tasks, batch = self.rollout(iteration)
         t1 = time.perf_counter()
         paid, scored = self.score(tasks, batch)
         t2 = time.perf_counter()
         keep = [i for i, r in enumerate(paid) if r is not None]
-        rates = batch_rates(scored)
         lengths = batch.lengths
         truncated = [r.finish == "length" for r in batch.raws]
-        logs: dict[str, float] = {f"verifier/{k}_rate": v for k, v in rates.items()}
-        logs["completion_length"] = sum(lengths) / max(len(lengths), 1)
-        logs["truncated_rate"] = sum(truncated) / max(len(truncated), 1)
-        logs["skipped"] = float(len(paid) - len(keep))
+        tokens = [int(n) for n in batch.completion_mask[keep].sum(1).tolist()] if keep else []
+        every = g.gather((paid, scored, lengths, truncated, tokens))
+        paid_all = [p for e in every for p in e[0]]
+        scored_all = [sc for e in every for sc in e[1]]
+        lengths_all = [n for e in every for n in e[2]]
+        truncated_all = [t for e in every for t in e[3]]
+        row_tokens = [n for e in every for n in e[4]]  # tokens of every kept row, in global order
+        offset = sum(len(e[4]) for e in every[: g.rank])  # this rank's first row among them
+        n_kept = len(row_tokens)
+        logs: dict[str, float] = {f"verifier/{k}_rate": v for k, v in batch_rates(scored_all).items()}
+        logs["completion_length"] = sum(lengths_all) / max(len(lengths_all), 1)
+        logs["truncated_rate"] = sum(truncated_all) / max(len(truncated_all), 1)
+        logs["skipped"] = float(len(paid_all) - n_kept)
         adv0: list[float | None] = [None] * len(paid)
-        if keep:
-            rows = torch.tensor(keep, device=self.device)
+        if n_kept:
+            rows = torch.tensor(keep, dtype=torch.long, device=self.device)
             mask = batch.completion_mask[rows].float()
             scores = torch.tensor([paid[i] for i in keep], dtype=torch.float32, device=self.device)
-            with torch.no_grad(), self._amp():
-                old_logp, _, hidden = _forward(
-                    self.model,
-                    batch.input_ids[rows],
-                    batch.attention_mask[rows],
-                    batch.completion_ids[rows],
-                    batch.prompt_width,
-                    s.temperature,
-                )
-                old_values = self.value_head(hidden) * mask
-                ref_logp = self._ref_logp(batch, rows)
-            old_logp, ref_logp = old_logp.float(), ref_logp.float()
+            if keep:
+                with torch.no_grad(), self._amp():
+                    old_logp, _, hidden = _forward(
+                        self.model,
+                        batch.input_ids[rows],
+                        batch.attention_mask[rows],
+                        batch.completion_ids[rows],
+                        batch.prompt_width,
+                        s.temperature,
+                    )
+                    old_values = self.value_head(hidden) * mask
+                    ref_logp = self._ref_logp(batch, rows)
+                old_logp, ref_logp = old_logp.float(), ref_logp.float()
+            else:  # every row of this rank's share went unjudged; the others' rows train
+                old_logp, ref_logp, old_values = (torch.zeros_like(mask) for _ in range(3))
             kl = kl_estimate(old_logp, ref_logp, s.kl_estimator) * mask
             rewards = token_rewards(scores, kl, mask, self.kl.coef)
             adv, returns = gae(rewards, old_values, mask, s.gamma, s.lam)
             for j, i in enumerate(keep):
                 adv0[i] = float(adv[j, 0])
             if s.whiten_advantages:
-                adv = whiten(adv, mask)
+                adv = whiten(adv, mask, mean_of=g.masked_mean)
             t3 = time.perf_counter()
-            logs.update(self._optimise(batch, rows, mask, old_logp, old_values, adv, returns))
+            logs.update(
+                self._optimise(batch, rows, mask, old_logp, old_values, adv, returns, offset, row_tokens)
+            )
             t4 = time.perf_counter()
-            kl_tok = float(masked_mean(kl, mask))
-            kl_seq = float((kl * mask).sum(1).mean())
+            kl_tok = float(g.masked_mean(kl, mask))
+            kl_seq = float(g.sum((kl * mask).sum()) / n_kept)
+            reward_mean = g.sum(scores.sum()) / n_kept
             gap = (batch.sampling_logprobs[rows] - old_logp).abs()
             logs.update(
-                reward_mean=float(scores.mean()),
-                reward_std=float(scores.std(unbiased=False)),
+                reward_mean=float(reward_mean),
+                reward_std=float((g.sum(((scores - reward_mean) ** 2).sum()) / n_kept).sqrt()),
                 kl=kl_tok,
                 kl_seq=kl_seq,
-                explained_variance=explained_variance(old_values, returns, mask),
-                value_mean=float(masked_mean(old_values, mask)),
-                return_mean=float(masked_mean(returns, mask)),
-                sampling_logprob_gap=float(masked_mean(gap, mask)),
+                explained_variance=explained_variance(old_values, returns, mask, mean_of=g.masked_mean),
+                value_mean=float(g.masked_mean(old_values, mask)),
+                return_mean=float(g.masked_mean(returns, mask)),
+                sampling_logprob_gap=float(g.masked_mean(gap, mask)),
             )
             if self.spec.rm is not None:
-                judged = [sc.reward for sc in scored if sc.reward is not None]
+                judged = [sc.reward for sc in scored_all if sc.reward is not None]
                 logs["verifier_score_mean"] = sum(judged) / max(len(judged), 1)
             if self.kl.adaptive:
                 logs["kl_coef"] = self.kl.coef
-                self.kl.update(kl_tok, len(keep))
+                self.kl.update(kl_tok, n_kept)
         else:
             t3 = t4 = time.perf_counter()
+        rows_out = rollouts_from_scored(
+            iteration,
+            [t.prompt for t in tasks],
+            [replace(sc, reward=p) for sc, p in zip(scored, paid, strict=True)],
+            advantages=[a if a is not None else float("nan") for a in adv0],
+            lengths=lengths,
+            truncated=truncated,
+            kept=[p is not None for p in paid],
+        )
+        rows_all = [r for part in g.gather(rows_out) for r in part]  # every rank's, in global order
         if self.recorder is not None:
-            rows_out = rollouts_from_scored(
-                iteration,
-                [t.prompt for t in tasks],
-                [replace(sc, reward=p) for sc, p in zip(scored, paid, strict=True)],
-                advantages=[a if a is not None else float("nan") for a in adv0],
-                lengths=lengths,
-                truncated=truncated,
-                kept=[p is not None for p in paid],
-            )
-            self.recorder.add(rows_out)
+            self.recorder.add(rows_all)
         self.timings.append({"rollout": t1 - t0, "reward": t2 - t1, "forward": t3 - t2, "optimise": t4 - t3})
         for k, v in self.timings[-1].items():
             logs[f"time/{k}_s"] = v
         return logs
 
-    def _optimise(self, batch, rows, mask, old_logp, old_values, adv, returns) -> dict[str, float]:
+    def _optimise(
+        self, batch, rows, mask, old_logp, old_values, adv, returns, offset: int, row_tokens: list[int]
+    ) -> dict[str, float]:
+        """`ppo_epochs` passes of minibatches drawn over the global batch of kept rows (the same
+        permutation on every rank). Each rank runs the forward of the minibatch's rows it holds
+        and weighs its token-mean losses by its share of the minibatch's tokens, so the summed
+        gradients are exactly one process's pooled token mean; then the update is the same on
+        every rank. A rank that holds none of a minibatch's rows adds nothing but still sums."""
         import torch
 
         from rlvf.rl.kl import masked_mean
         from rlvf.rl.ppo_loss import entropy_from_logits, policy_loss, value_loss
 
-        s = self.settings
-        n = rows.shape[0]
+        s, g = self.settings, self.group
+        n, n_local = len(row_tokens), rows.shape[0]
         mb = min(s.minibatch_size, n)
-        sums: dict[str, float] = {}
+        names = ("loss", "policy_loss", "value_loss", "clip_frac", "value_clip_frac", "approx_kl", "entropy")
+        sums = torch.zeros(len(names), dtype=torch.float64)
+        grad_norms = 0.0
         count = 0
         for _ in range(s.ppo_epochs):
-            perm = torch.randperm(n, generator=self._gen).to(self.device)
+            perm = torch.randperm(n, generator=self._gen)
             for start in range(0, n, mb):
-                idx = perm[start : start + mb]
-                r = rows[idx]
-                m = mask[idx]
-                with self._amp():
-                    logp, logits, hidden = _forward(
-                        self.model,
-                        batch.input_ids[r],
-                        batch.attention_mask[r],
-                        batch.completion_ids[r],
-                        batch.prompt_width,
-                        s.temperature,
-                    )
-                values = self.value_head(hidden)
-                pl = policy_loss(logp.float(), old_logp[idx], adv[idx], m, s.cliprange)
-                vl, vclip = value_loss(values, old_values[idx], returns[idx], m, s.cliprange_value)
-                loss = pl.loss + s.vf_coef * vl
+                everyone = perm[start : start + mb]
+                mine = everyone[(everyone >= offset) & (everyone < offset + n_local)] - offset
+                total = sum(row_tokens[i] for i in everyone.tolist())
                 self.optimizer.zero_grad(set_to_none=True)
-                loss.backward()
+                if len(mine):
+                    idx = mine.to(self.device)
+                    r = rows[idx]
+                    m = mask[idx]
+                    with self._amp():
+                        logp, logits, hidden = _forward(
+                            self.model,
+                            batch.input_ids[r],
+                            batch.attention_mask[r],
+                            batch.completion_ids[r],
+                            batch.prompt_width,
+                            s.temperature,
+                        )
+                    values = self.value_head(hidden)
+                    pl = policy_loss(logp.float(), old_logp[idx], adv[idx], m, s.cliprange)
+                    vl, vclip = value_loss(values, old_values[idx], returns[idx], m, s.cliprange_value)
+                    loss = pl.loss + s.vf_coef * vl
+                    share = float(m.sum()) / max(total, 1)  # 1 in one process
+                    (loss * share).backward()
+                    with torch.no_grad():
+                        ent = masked_mean(entropy_from_logits(logits.detach()), m)
+                    values_now = (loss, pl.loss, vl, pl.clip_frac, vclip, pl.approx_kl, ent)
+                    sums += torch.tensor([float(v.detach()) * share for v in values_now], dtype=torch.float64)
+                g.sum_grads(self._params)
                 grad_norm = torch.nn.utils.clip_grad_norm_(self._params, s.max_grad_norm)
                 self.optimizer.step()
-                with torch.no_grad():
-                    ent = masked_mean(entropy_from_logits(logits.detach()), m)
-                for k, v in (
-                    ("loss", loss),
-                    ("policy_loss", pl.loss),
-                    ("value_loss", vl),
-                    ("clip_frac", pl.clip_frac),
-                    ("value_clip_frac", vclip),
-                    ("approx_kl", pl.approx_kl),
-                    ("entropy", ent),
-                    ("grad_norm", grad_norm),
-                ):
-                    sums[k] = sums.get(k, 0.0) + float(v.detach())
+                grad_norms += float(grad_norm)
                 count += 1
-        return {k: v / max(count, 1) for k, v in sums.items()}
+        sums = g.sum(sums.to(self.device)).cpu() if g.world > 1 else sums
+        out = {k: float(v) / max(count, 1) for k, v in zip(names, sums.tolist(), strict=True)}
+        out["grad_norm"] = grad_norms / max(count, 1)
+        return out
 
     # -- the loop
     def train(self) -> Any:

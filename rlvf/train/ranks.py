@@ -46,20 +46,6 @@ def wanted(method: Any, cfg: Any, device: str) -> int:
     return n
 
 
-def one_process_only(name: str) -> None:
-    """Refuse, in one line, a launch of several ranks for a method that trains in one process
-    (its own loop has no gradient all-reduce): N ranks would each train their own copy on the
-    same data and only rank 0's would be kept, N times the work for one run's result."""
-    from rlvf.errors import UserError
-
-    world = world_size()
-    if world > 1:
-        raise UserError(
-            f"{name} trains in one process, but this launch has WORLD_SIZE={world}; "
-            f"run it without accelerate launch / torchrun (or with --num_processes 1)"
-        )
-
-
 def planned(method: Any, cfg: Any) -> int:
     """The number of data-parallel ranks `method` will train on: this launch's (accelerate,
     torchrun), else what `train.processes` gives on this device (checked before a run opens)."""
