@@ -130,7 +130,8 @@ def _prompt_text(task: Task, tok, settings: SamplingSettings) -> str:
 class _FunctionEnd:
     """Stopping criterion: a row is done when its function ended or a stop sequence appeared.
 
-    Decodes only the new token of each unfinished row per step and keeps the texts.
+    Decodes only the new token of each unfinished row per step and keeps the texts; a token's
+    text is decoded once per batch and reused (the same string `batch_decode` gives for it).
     """
 
     def __init__(self, tok, prompts: list[str], entry_points: list[str | None], stop: Sequence[str]):
@@ -141,13 +142,19 @@ class _FunctionEnd:
         self.texts = [""] * len(prompts)
         self.done: list[bool] = [False] * len(prompts)
         self.stopped: list[bool] = [False] * len(prompts)
+        self._pieces: dict[int, str] = {}
 
     def feed(self, rows: list[int], tokens: list[int]) -> list[bool]:
         """Append each row's new token; whether that row is now done (EOS, function end, stop)."""
-        pieces = self.tok.batch_decode([[t] for t in tokens], skip_special_tokens=True)
+        known = self._pieces
+        new = list(dict.fromkeys(t for t in tokens if t not in known))
+        if new:
+            pieces = self.tok.batch_decode([[t] for t in new], skip_special_tokens=True)
+            known.update(zip(new, pieces, strict=True))
         eos = self.tok.eos_token_id
         out = []
-        for i, piece, last in zip(rows, pieces, tokens, strict=True):
+        for i, last in zip(rows, tokens, strict=True):
+            piece = known[last]
             if last == eos:
                 self.done[i] = True
             elif not self.done[i]:
