@@ -178,6 +178,14 @@ class _FunctionEnd:
         return torch.tensor(self.done, dtype=torch.bool, device=input_ids.device)
 
 
+def _encode(tok, prompts: list[str]) -> Any:
+    """`tok(prompts, padding=True)` as tensors, tokenizing each distinct prompt once (a batch
+    holds n samples of each prompt)."""
+    distinct = list(dict.fromkeys(prompts))
+    ids = dict(zip(distinct, tok(distinct, add_special_tokens=False)["input_ids"], strict=True))
+    return tok.pad({"input_ids": [ids[p] for p in prompts]}, padding=True, return_tensors="pt")
+
+
 class HFBackend:
     """Batched `generate` with left padding on a loaded (model, tokenizer)."""
 
@@ -214,7 +222,11 @@ class HFBackend:
             raise UserError(
                 "sample: the tokenizer must pad on the left and have a pad token (use load_policy)"
             )
-        lengths = [len(ids) for ids in tok(prompts, add_special_tokens=False)["input_ids"]]
+        distinct = list(dict.fromkeys(prompts))  # n samples of a prompt: tokenized once
+        size = dict(
+            zip(distinct, map(len, tok(distinct, add_special_tokens=False)["input_ids"]), strict=True)
+        )
+        lengths = [size[p] for p in prompts]
         order = sorted(range(len(prompts)), key=lambda i: (-lengths[i], i))
         out: list[_Raw | None] = [None] * len(prompts)
         device = next(model.parameters()).device
@@ -263,7 +275,7 @@ class HFBackend:
         for b, start in enumerate(range(0, len(order), self.batch_size)):
             idx = order[start : start + self.batch_size]
             batch_prompts = [prompts[i] for i in idx]
-            enc = tok(batch_prompts, return_tensors="pt", padding=True, add_special_tokens=False).to(device)
+            enc = _encode(tok, batch_prompts).to(device)
             crit = _FunctionEnd(tok, batch_prompts, [entry_points[i] for i in idx], settings.stop)
             torch.manual_seed(_batch_seed(settings.seed, b))
             gens = None

@@ -244,9 +244,10 @@ def rlvf_rollout_func(tok: Any, tasks: Sequence[Task], settings: GRPOSettings, b
                 sampling,
                 row_seeds=seeds,
             )
-        prompt_ids = tok(list(prompts), add_special_tokens=False)["input_ids"]
+        distinct = list(dict.fromkeys(prompts))  # a group's prompt is tokenized once
+        ids = dict(zip(distinct, tok(distinct, add_special_tokens=False)["input_ids"], strict=True))
         return {
-            "prompt_ids": prompt_ids,
+            "prompt_ids": [list(ids[p]) for p in prompts],
             "completion_ids": [list(r.token_ids) or [tok.eos_token_id] for r in raws],
             "logprobs": None,
         }
