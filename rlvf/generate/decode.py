@@ -80,7 +80,7 @@ def _reserved_layer_class() -> Any:
         return None
 
     class ReservedLayer(DynamicLayer):
-        room = 1
+        limit = 0  # the most tokens the cache will hold: room is never reserved past it
 
         def update(self, key_states: Any, value_states: Any, *args: Any, **kwargs: Any) -> tuple[Any, Any]:
             if not self.is_initialized or self.keys.numel() == 0:
@@ -94,7 +94,7 @@ def _reserved_layer_class() -> Any:
                 or have + add > buf.shape[-2]
             ):
                 b, h, _, d = self.keys.shape
-                width = have + max(add, self.room)
+                width = max(have + add, self.limit)
                 self._kbuf = self.keys.new_empty((b, h, width, d))
                 self._vbuf = self.values.new_empty((b, h, width, self.values.shape[-1]))
                 self._kbuf[:, :, :have] = self.keys
@@ -107,8 +107,8 @@ def _reserved_layer_class() -> Any:
     return ReservedLayer
 
 
-def _reserved_cache(model: Any, room: int) -> Any:
-    """A DynamicCache whose full-attention layers keep spare room for `room` more tokens.
+def _reserved_cache(model: Any, limit: int) -> Any:
+    """A DynamicCache whose full-attention layers reserve room for `limit` tokens in all.
 
     A DynamicLayer appends each step's keys and values with `torch.cat`, copying the whole
     cache every decode step (a tenth of a small model's step on a CPU); these layers write
@@ -128,7 +128,7 @@ def _reserved_cache(model: Any, room: int) -> Any:
     for layer in cache.layers:
         if type(layer) is plain:
             layer = layer_class()
-            layer.room = room
+            layer.limit = limit
         layers.append(layer)
     cache.layers = layers
     return cache
@@ -195,7 +195,8 @@ def sample_pruned(
     active = torch.arange(n)
     mask = attention_mask
     positions = (mask.long().cumsum(-1) - 1).clamp(min=0)
-    cache = _reserved_cache(model, max_new_tokens) if reserve_kv else DynamicCache(config=model.config)
+    limit = input_ids.shape[1] + max_new_tokens  # prompt width + every new token: the cache's end size
+    cache = _reserved_cache(model, limit) if reserve_kv else DynamicCache(config=model.config)
     step_ids, step_pos = input_ids, positions
     alive = [True] * n
     cache_arg = {cache_kwarg(model): cache}
