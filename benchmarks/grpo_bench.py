@@ -10,6 +10,13 @@ batch), once through GRPOTrainer's own `model.generate` path. Prints seconds per
 ratio (goal: rlvf >= 1.5x faster on 2 CPU cores) and each path's share of step time in
 generation, reward (sandbox) and the rest (log-prob forwards + optimisation). The first
 step of each path is a warm-up and is left out of the means.
+
+On a machine shared with other work, wall time swings with the load, and the paths run
+one after the other: `--rounds N` alternates them N times (rlvf, trl, rlvf, trl, ...) and
+pools the steps, so a load change hits both alike. Beside wall seconds it prints this
+process's CPU seconds per step (sampling, forwards, optimisation, TRL's bookkeeping; the
+sandbox judges run in other processes and are not in it), which other processes' load
+moves much less; the headline ratio is still wall time.
 """
 
 from __future__ import annotations
@@ -71,11 +78,18 @@ def run_path(args, rollouts: str, tasks, timers: dict[str, float]) -> dict:
     class StepTimer(TrainerCallback):
         def on_step_begin(self, a, state, control, **kw):
             timers.clear()
-            self.t0 = time.perf_counter()
+            self.t0, self.c0 = time.perf_counter(), time.process_time()
 
         def on_step_end(self, a, state, control, **kw):
             total = time.perf_counter() - self.t0
-            steps.append({"total": total, "generation": timers["generation"], "reward": timers["reward"]})
+            steps.append(
+                {
+                    "total": total,
+                    "cpu": time.process_time() - self.c0,
+                    "generation": timers["generation"],
+                    "reward": timers["reward"],
+                }
+            )
 
     settings = GRPOSettings(
         num_generations=args.num_generations,
@@ -97,14 +111,20 @@ def run_path(args, rollouts: str, tasks, timers: dict[str, float]) -> dict:
         lora=lora,
         callbacks=[StepTimer()],
     )
-    timed = steps[1:] if len(steps) > 1 else steps
-    mean = {k: sum(s[k] for s in timed) / len(timed) for k in ("total", "generation", "reward")}
-    mean["rest"] = mean["total"] - mean["generation"] - mean["reward"]
     lengths = [
         h["train/completions_mean_length"] for h in result.history if "train/completions_mean_length" in h
     ]
+    return {"rollouts": rollouts, "steps": steps, "lengths": lengths}
+
+
+def pooled(rollouts: str, runs: list[dict]) -> dict:
+    """One path's runs as one: every run's steps after its warm-up, and their means."""
+    timed = [s for r in runs for s in (r["steps"][1:] if len(r["steps"]) > 1 else r["steps"])]
+    mean = {k: sum(s[k] for s in timed) / len(timed) for k in ("total", "cpu", "generation", "reward")}
+    mean["rest"] = mean["total"] - mean["generation"] - mean["reward"]
+    lengths = [x for r in runs for x in r["lengths"]]
     mean["completion_tokens"] = sum(lengths) / len(lengths) if lengths else 0.0
-    return {"rollouts": rollouts, "steps": steps, "s_per_step": mean["total"], "mean": mean}
+    return {"rollouts": rollouts, "runs": runs, "s_per_step": mean["total"], "mean": mean}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -118,6 +138,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--max-completion-length", type=int, default=128)
     ap.add_argument("--temperature", type=float, default=0.8)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--rounds", type=int, default=1, help="run the two paths alternately this many times")
     ap.add_argument("--device", default="cpu", help="cpu, or cuda on a GPU machine (scripts/gpu_check.sh)")
     ap.add_argument("--json", type=str, default=None, help="also write the figures here")
     args = ap.parse_args(argv)
@@ -131,9 +152,14 @@ def main(argv: list[str] | None = None) -> int:
     tasks = load_tasks(args.suite, limit=args.tasks)
     timers: dict[str, float] = defaultdict(float)
     _instrument(timers)
-    results = [run_path(args, r, tasks, timers) for r in ("rlvf", "trl")]
+    runs: dict[str, list[dict]] = {"rlvf": [], "trl": []}
+    for _ in range(max(1, args.rounds)):
+        for path in runs:
+            runs[path].append(run_path(args, path, tasks, timers))
+    results = [pooled(path, r) for path, r in runs.items()]
     rlvf, trl = results
     ratio = trl["s_per_step"] / rlvf["s_per_step"]
+    cpu_ratio = trl["mean"]["cpu"] / rlvf["mean"]["cpu"]
     print(
         f"cpu: {cpu_model()}; torch cpu capability: {torch.backends.cpu.get_cpu_capability()}; "
         f"cores: {os.cpu_count()}; threads: {os.environ.get('RLVF_THREADS', '1 (rlvf default)')}"
@@ -143,22 +169,26 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"policy {args.policy}, {len(tasks)} tasks, {args.batch_size} completions/step "
         f"({args.num_generations} per prompt), max {args.max_completion_length} tokens, "
-        f"{args.steps} steps per path (first left out)"
+        f"{args.steps} steps per path (first left out), {max(1, args.rounds)} round(s), paths alternating"
     )
     for r in results:
         m = r["mean"]
         t = m["total"]
         print(
-            f"  {r['rollouts']:>4}: {t:6.2f} s/step   generation {m['generation'] / t:5.1%}   "
+            f"  {r['rollouts']:>4}: {t:6.2f} s/step ({m['cpu']:5.2f} CPU s)   generation {m['generation'] / t:5.1%}   "
             f"reward {m['reward'] / t:5.1%}   forwards+optimisation {m['rest'] / t:5.1%}   "
             f"mean completion {m['completion_tokens']:.0f} tokens"
         )
-    print(f"rlvf engine vs TRL generate: {ratio:.2f}x faster per step (goal >= 1.5x)")
+    print(
+        f"rlvf engine vs TRL generate: {ratio:.2f}x faster per step (goal >= 1.5x); "
+        f"in this process's CPU seconds {cpu_ratio:.2f}x"
+    )
     if args.json:
         Path(args.json).write_text(
             json.dumps(
                 {
                     "ratio": ratio,
+                    "cpu_ratio": cpu_ratio,
                     "results": results,
                     "cpu": cpu_model(),
                     "capability": torch.backends.cpu.get_cpu_capability(),

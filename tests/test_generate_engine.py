@@ -211,3 +211,78 @@ def test_sampling_passes_the_cache_under_the_name_the_model_takes(tiny_model):
                 lambda: model(input_ids=ids, past_key_values=DynamicCache(config=model.config))
             )
         assert old
+
+
+def _sampled(model, tok, prompts: list[str], *, reserve_kv: bool, generators=None, steps: int = 40):
+    """Temperature sampling with rows stopping at different steps (so rows leave the cache)."""
+    from rlvf.generate.decode import sample_pruned
+
+    enc = tok(prompts, padding=True, return_tensors="pt", add_special_tokens=False)
+    seen: dict[int, int] = {}
+
+    def finished(rows, toks):
+        for r in rows:
+            seen[r] = seen.get(r, 0) + 1
+        return [seen[r] >= 6 + 5 * r for r in rows]  # row r stops after 6 + 5r tokens
+
+    torch.manual_seed(11)
+    with torch.inference_mode():
+        return sample_pruned(
+            model,
+            enc["input_ids"],
+            enc["attention_mask"],
+            max_new_tokens=steps,
+            temperature=0.9,
+            top_p=0.95,
+            eos_token_id=-1,  # no EOS: every row runs until `finished` says so
+            finished=finished,
+            generators=generators,
+            reserve_kv=reserve_kv,
+        )
+
+
+def test_reserved_kv_cache_samples_exactly_what_the_plain_cache_samples(tiny_model):
+    """The cache that writes into reserved room (no copy per step) is a speed-up only: the
+    same tokens as transformers' DynamicCache, through prefill fan-out and row pruning."""
+    model, tok = tiny_model
+    suite = load_suite("procedural")
+    prompts = [suite[0].prompt, suite[0].prompt, suite[7].prompt, suite[3].prompt, suite[7].prompt]
+    reserved = _sampled(model, tok, prompts, reserve_kv=True)
+    plain = _sampled(model, tok, prompts, reserve_kv=False)
+    assert [len(r) for r in plain] == [6 + 5 * r for r in range(len(prompts))]
+    assert reserved == plain
+
+
+def test_per_row_streams_do_not_depend_on_batch_mates(tiny_model):
+    """With one random stream per row (GRPO rollouts), a row samples the same tokens alone or
+    among other rows, in any batch order."""
+    model, tok = tiny_model
+    suite = load_suite("procedural")
+    prompts = [suite[0].prompt, suite[7].prompt, suite[3].prompt]
+    seeds = [101, 202, 303]
+
+    def gens(order):
+        return [torch.Generator().manual_seed(seeds[i]) for i in order]
+
+    together = _sampled(model, tok, prompts, reserve_kv=True, generators=gens([0, 1, 2]))
+    flipped = _sampled(model, tok, prompts[::-1], reserve_kv=True, generators=gens([2, 1, 0]))
+    alone = _sampled(model, tok, prompts[1:2], reserve_kv=True, generators=gens([1]))
+    # `finished` stops row r after 6 + 5r tokens: compare the shared prefix of each row
+    assert flipped[2][:6] == together[0][:6] and flipped[0][:6] == together[2][:6]
+    assert alone[0][:6] == together[1][:6]
+    other = _sampled(model, tok, prompts, reserve_kv=True, generators=[torch.Generator().manual_seed(9)] * 3)
+    assert other != together
+
+
+def test_inverse_cdf_draws_follow_the_distribution_and_skip_zero_probability_tokens():
+    from rlvf.generate.decode import _inverse_cdf
+
+    probs = torch.tensor([0.0, 0.5, 0.0, 0.2, 0.3, 0.0])
+    edges = torch.tensor([0.0, 0.4999, 0.5, 0.6999, 0.7, 1.0 - 2**-40], dtype=torch.float64)
+    picked = _inverse_cdf(probs.expand(len(edges), -1), edges).tolist()
+    assert picked == [1, 1, 3, 3, 4, 4]
+    u = torch.rand(40_000, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    draws = _inverse_cdf(probs.expand(len(u), -1), u)
+    freq = torch.bincount(draws, minlength=6).double() / len(u)
+    assert freq[[0, 2, 5]].sum() == 0
+    assert torch.allclose(freq, probs.double(), atol=0.01)

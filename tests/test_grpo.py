@@ -189,12 +189,25 @@ def test_merged_adapter_samples_the_same_policy_and_restores_the_base_exactly(ti
     model.eval()
     ids = tok(TASKS[0].prompt, return_tensors="pt")["input_ids"]
     base = {n: p.detach().clone() for n, p in model.named_parameters() if "lora_" not in n}
+    from peft.tuners.lora import LoraLayer
+
+    n_lora = sum(isinstance(m, LoraLayer) for m in model.modules())
+    weights = [
+        (m.get_base_layer().weight, m.get_base_layer().weight.detach().clone())
+        for m in model.modules()
+        if isinstance(m, LoraLayer)
+    ]
     with torch.no_grad():
         plain = model(input_ids=ids).logits
-        with merged_adapter(model):
+        with merged_adapter(model) as sampler:
             merged = model(input_ids=ids).logits
-            assert any(not torch.equal(base[n], p) for n, p in model.named_parameters() if n in base)
+            direct = sampler(input_ids=ids).logits
+            # merged, the adapter's layers are out of the way: the sampler is a plain model
+            assert not any(isinstance(m, LoraLayer) for m in sampler.modules())
+            assert any(not torch.equal(w, before) for w, before in weights)  # the adapter is merged in
         after = model(input_ids=ids).logits
     assert torch.allclose(plain, merged, atol=1e-4)
+    assert torch.equal(merged, direct)
     assert torch.equal(plain, after)
+    assert sum(isinstance(m, LoraLayer) for m in model.modules()) == n_lora
     assert all(torch.equal(base[n], p) for n, p in model.named_parameters() if n in base)

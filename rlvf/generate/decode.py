@@ -11,6 +11,7 @@ stop. Encoder-decoder models use `model.generate` instead (`supports_pruning`).
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from typing import Any
 
@@ -69,6 +70,81 @@ def _prefill_once(model: Any, input_ids: Any, mask: Any, positions: Any, cache: 
     return logits[inverse]
 
 
+@functools.cache
+def _reserved_layer_class() -> Any:
+    """transformers' DynamicLayer, writing new tokens into reserved room (see `_reserved_cache`);
+    None on a transformers without cache layers."""
+    try:
+        from transformers.cache_utils import DynamicLayer
+    except ImportError:  # pragma: no cover
+        return None
+
+    class ReservedLayer(DynamicLayer):
+        limit = 0  # the most tokens the cache will hold: room is never reserved past it
+
+        def update(self, key_states: Any, value_states: Any, *args: Any, **kwargs: Any) -> tuple[Any, Any]:
+            if not self.is_initialized or self.keys.numel() == 0:
+                return super().update(key_states, value_states, *args, **kwargs)
+            have, add = self.keys.shape[-2], key_states.shape[-2]
+            buf = getattr(self, "_kbuf", None)
+            if (
+                buf is None
+                or self.keys.data_ptr() != buf.data_ptr()  # compacted or replaced since
+                or buf.shape[0] != self.keys.shape[0]
+                or have + add > buf.shape[-2]
+            ):
+                b, h, _, d = self.keys.shape
+                width = max(have + add, self.limit)
+                self._kbuf = self.keys.new_empty((b, h, width, d))
+                self._vbuf = self.values.new_empty((b, h, width, self.values.shape[-1]))
+                self._kbuf[:, :, :have] = self.keys
+                self._vbuf[:, :, :have] = self.values
+            self._kbuf[:, :, have : have + add] = key_states
+            self._vbuf[:, :, have : have + add] = value_states
+            self.keys, self.values = self._kbuf[:, :, : have + add], self._vbuf[:, :, : have + add]
+            return self.keys, self.values
+
+    return ReservedLayer
+
+
+def _reserved_cache(model: Any, limit: int) -> Any:
+    """A DynamicCache whose full-attention layers reserve room for `limit` tokens in all.
+
+    A DynamicLayer appends each step's keys and values with `torch.cat`, copying the whole
+    cache every decode step (a tenth of a small model's step on a CPU); these layers write
+    the new token into room reserved past the cached ones and hand attention a view of the
+    filled part (the same values, so the same logits). Dropping rows (`batch_select_indices`)
+    compacts the cache as before; the next step reserves again. Other layer kinds (sliding
+    windows, shared KV) are left as transformers makes them.
+    """
+    from transformers import DynamicCache
+
+    cache = DynamicCache(config=model.config)
+    layer_class = _reserved_layer_class()
+    if layer_class is None:  # pragma: no cover
+        return cache
+    plain = layer_class.__mro__[1]
+    layers = []
+    for layer in cache.layers:
+        if type(layer) is plain:
+            layer = layer_class()
+            layer.limit = limit
+        layers.append(layer)
+    cache.layers = layers
+    return cache
+
+
+def _inverse_cdf(probs: Any, u: Any) -> Any:
+    """One token per row: the first whose cumulative probability exceeds `u` (in [0, 1)) of
+    the row's total. float64 sums keep small probabilities exact; a token of probability 0
+    (cut by top-p) is never chosen, since its cumulative sum equals its predecessor's."""
+    import torch
+
+    cdf = probs.double().cumsum(-1)
+    target = (u.to(cdf.device) * cdf[:, -1]).unsqueeze(1)
+    return torch.searchsorted(cdf, target, right=True).squeeze(1).clamp_(max=probs.shape[-1] - 1)
+
+
 def supports_pruning(model: Any) -> bool:
     """Decoder-only models: they decode on a transformers DynamicCache, which can drop rows."""
     cfg = getattr(model, "config", None)
@@ -87,6 +163,7 @@ def sample_pruned(
     finished: Callable[[list[int], list[int]], list[bool]],
     logprobs: list[list[float]] | None = None,
     generators: list[Any] | None = None,
+    reserve_kv: bool = True,
 ) -> list[list[int]]:
     """New token ids per row (EOS kept when emitted), stopping rows as `finished` says.
 
@@ -96,7 +173,11 @@ def sample_pruned(
     filled with one list per row: the log-probability of each new token under the
     distribution it was drawn from (after temperature and top-p; greedy: the raw softmax).
     `generators` (one `torch.Generator` per row) draws each row from its own stream, so a
-    row's sample does not depend on which other rows share its batch.
+    row's sample does not depend on which other rows share its batch: each row takes one
+    uniform per step from its stream (drawn up front) and the whole batch picks its tokens
+    in one inverse-CDF lookup, where a `multinomial` call per row and step cost as much as
+    the small model's matmuls. `reserve_kv` keeps room in the KV cache for the new tokens
+    (`_reserved_cache`; off: transformers' plain DynamicCache, the same samples, slower).
     """
     import torch
     from transformers import DynamicCache
@@ -114,10 +195,19 @@ def sample_pruned(
     active = torch.arange(n)
     mask = attention_mask
     positions = (mask.long().cumsum(-1) - 1).clamp(min=0)
-    cache = DynamicCache(config=model.config)
+    limit = input_ids.shape[1] + max_new_tokens  # prompt width + every new token: the cache's end size
+    cache = _reserved_cache(model, limit) if reserve_kv else DynamicCache(config=model.config)
     step_ids, step_pos = input_ids, positions
     alive = [True] * n
     cache_arg = {cache_kwarg(model): cache}
+    uniforms = None
+    if generators is not None and warpers:
+        uniforms = torch.stack(
+            [
+                torch.rand(max_new_tokens, generator=g, device=g.device, dtype=torch.float64)
+                for g in generators
+            ]
+        )
     for step in range(max_new_tokens):
         if step == 0:
             logits = _prefill_once(model, input_ids, mask, positions, cache, cache_arg)
@@ -138,15 +228,10 @@ def sample_pruned(
             for w in warpers:
                 logits = w(step_ids, logits)
             probs = torch.softmax(logits, dim=-1)
-            if generators is None:
+            if uniforms is None:
                 tokens = torch.multinomial(probs, 1).squeeze(1)
             else:
-                tokens = torch.cat(
-                    [
-                        torch.multinomial(probs[k], 1, generator=generators[r])
-                        for k, r in enumerate(active.tolist())
-                    ]
-                )
+                tokens = _inverse_cdf(probs, uniforms[active.to(uniforms.device), step])
         else:
             tokens = logits.argmax(dim=-1)
         rows, toks = active.tolist(), tokens.tolist()

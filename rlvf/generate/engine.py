@@ -130,7 +130,8 @@ def _prompt_text(task: Task, tok, settings: SamplingSettings) -> str:
 class _FunctionEnd:
     """Stopping criterion: a row is done when its function ended or a stop sequence appeared.
 
-    Decodes only the new token of each unfinished row per step and keeps the texts.
+    Decodes only the new token of each unfinished row per step and keeps the texts; a token's
+    text is decoded once per batch and reused (the same string `batch_decode` gives for it).
     """
 
     def __init__(self, tok, prompts: list[str], entry_points: list[str | None], stop: Sequence[str]):
@@ -141,13 +142,19 @@ class _FunctionEnd:
         self.texts = [""] * len(prompts)
         self.done: list[bool] = [False] * len(prompts)
         self.stopped: list[bool] = [False] * len(prompts)
+        self._pieces: dict[int, str] = {}
 
     def feed(self, rows: list[int], tokens: list[int]) -> list[bool]:
         """Append each row's new token; whether that row is now done (EOS, function end, stop)."""
-        pieces = self.tok.batch_decode([[t] for t in tokens], skip_special_tokens=True)
+        known = self._pieces
+        new = list(dict.fromkeys(t for t in tokens if t not in known))
+        if new:
+            pieces = self.tok.batch_decode([[t] for t in new], skip_special_tokens=True)
+            known.update(zip(new, pieces, strict=True))
         eos = self.tok.eos_token_id
         out = []
-        for i, piece, last in zip(rows, pieces, tokens, strict=True):
+        for i, last in zip(rows, tokens, strict=True):
+            piece = known[last]
             if last == eos:
                 self.done[i] = True
             elif not self.done[i]:
@@ -169,6 +176,14 @@ class _FunctionEnd:
         if rows:
             self.feed(rows, input_ids[rows, -1].tolist())
         return torch.tensor(self.done, dtype=torch.bool, device=input_ids.device)
+
+
+def _encode(tok, prompts: list[str]) -> Any:
+    """`tok(prompts, padding=True)` as tensors, tokenizing each distinct prompt once (a batch
+    holds n samples of each prompt)."""
+    distinct = list(dict.fromkeys(prompts))
+    ids = dict(zip(distinct, tok(distinct, add_special_tokens=False)["input_ids"], strict=True))
+    return tok.pad({"input_ids": [ids[p] for p in prompts]}, padding=True, return_tensors="pt")
 
 
 class HFBackend:
@@ -212,7 +227,11 @@ class HFBackend:
             raise UserError(
                 "sample: the tokenizer must pad on the left and have a pad token (use load_policy)"
             )
-        lengths = [len(ids) for ids in tok(prompts, add_special_tokens=False)["input_ids"]]
+        distinct = list(dict.fromkeys(prompts))  # n samples of a prompt: tokenized once
+        size = dict(
+            zip(distinct, map(len, tok(distinct, add_special_tokens=False)["input_ids"]), strict=True)
+        )
+        lengths = [size[p] for p in prompts]
         order = sorted(range(len(prompts)), key=lambda i: (-lengths[i], i))
         out: list[_Raw | None] = [None] * len(prompts)
         device = next(model.parameters()).device
@@ -266,7 +285,7 @@ class HFBackend:
                 continue  # another rank's batch
             idx = order[start : start + self.batch_size]
             batch_prompts = [prompts[i] for i in idx]
-            enc = tok(batch_prompts, return_tensors="pt", padding=True, add_special_tokens=False).to(device)
+            enc = _encode(tok, batch_prompts).to(device)
             crit = _FunctionEnd(tok, batch_prompts, [entry_points[i] for i in idx], settings.stop)
             torch.manual_seed(_batch_seed(settings.seed, b))
             gens = None
