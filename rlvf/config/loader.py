@@ -24,7 +24,7 @@ from typing import Any
 
 import yaml
 
-from rlvf.config.schema import FIELDS, METHODS, SECTIONS, TRAINING_METHODS, Field, applies
+from rlvf.config.schema import FIELDS, METHODS, REVISIONS, SECTIONS, TRAINING_METHODS, Field, applies
 from rlvf.errors import UserError
 
 DEFAULT_RECIPE = "default"
@@ -397,8 +397,10 @@ class Config:
 
     @property
     def hash(self) -> str:
-        """config_hash: short hash of the normalised config less what cannot change results."""
-        return short_hash(self.hashed())
+        """config_hash: short hash of the normalised config less what cannot change results,
+        and the method's revision once its code has changed what a config produces."""
+        revision = REVISIONS.get(self.method, 1)
+        return short_hash(self.hashed() if revision == 1 else {**self.hashed(), "method.revision": revision})
 
     config_hash = hash
 

@@ -21,6 +21,7 @@ METHODS: list[str] = []
 SECTIONS: dict[str, tuple[str, ...]] = {}
 FIELDS: dict[str, Field] = {}
 TRAINING_METHODS: list[str] = []
+REVISIONS: dict[str, int] = {}
 
 # Sections every method's config holds.
 COMMON_SECTIONS = ("method", "seed", "model", "tracking", "cost")
@@ -308,6 +309,8 @@ def rebuild() -> None:
         tree[section][leaf] = dataclasses.replace(f, methods=tuple(owners))
     METHODS[:] = [m.name for m in registered]
     TRAINING_METHODS[:] = [m.name for m in registered if m.trains]
+    REVISIONS.clear()
+    REVISIONS.update({m.name: m.revision for m in registered})
     SCHEMA.clear()
     SCHEMA.update(tree)
     SECTIONS.clear()

@@ -155,6 +155,7 @@ def examples(n: int) -> list[Task]:
 
 METHOD = Method(
     name="online_dpo",
+    revision=2,  # rollouts draw from per-row streams by inverse CDF (one process = N ranks)
     help="Online DPO: each step samples from the current policy, verifies in the sandbox, pairs the best "
     "against the worst completion of each prompt (ties skipped) and takes a DPO step; evaluates against "
     "the base, logs and registers the result. The same as `mlflow run . -e online_dpo --env-manager local`.",

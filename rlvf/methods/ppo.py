@@ -272,6 +272,7 @@ def examples(n: int) -> list[Task]:
 
 METHOD = Method(
     name="ppo",
+    revision=2,  # rollouts draw from per-row streams by inverse CDF (one process = N ranks)
     help="PPO (rlvf's own: value head, frozen reference, per-token KL, GAE) rewarded by the sandboxed "
     "verifier and/or a registered reward model on the training prompts (every rollout kept); evaluates "
     "against the base, logs and registers the result. The same as `mlflow run . -e ppo --env-manager local`.",

@@ -115,6 +115,9 @@ class Method:
     scan: config keys tagged as `rlvf.scan` (the free parameter of a scaling plot).
     run: the stage for methods that do not train (cfg -> StageResult).
     kind: the tracking run kind (`train` for training methods).
+    revision: bumped when the method's code changes what the same config produces (e.g. how
+        its rollouts draw samples): past 1 it enters the config_hash, so a run made before
+        is never reused for, or compared as, the same config.
     """
 
     name: str
@@ -128,6 +131,7 @@ class Method:
     run: Callable[[Any], Any] | None = None
     training: Training | None = None
     kind: str = "train"
+    revision: int = 1
 
     @property
     def trains(self) -> bool:

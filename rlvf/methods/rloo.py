@@ -174,6 +174,7 @@ def make_trainer(cfg: Any, *, model, tok, rows, args, peft_config, callbacks):
 
 METHOD = Method(
     name="rloo",
+    revision=2,  # rollouts draw from per-row streams by inverse CDF (one process = N ranks)
     help="RLOO (TRL, leave-one-out baseline) with the sandboxed verifier's reward on the training prompts "
     "(every rollout kept); evaluates against the base, logs and registers the result. The same as "
     "`mlflow run . -e rloo --env-manager local`.",
