@@ -26,3 +26,12 @@ def test_in_memory_models_and_single_seeds_stay_in_one_process(tiny_model, tiny_
     spec = PolicySpec(base=str(tiny_policy), device="cpu")
     assert eval_processes(tiny_model, EvalSettings(seeds=(0, 1))) == 1
     assert eval_processes(spec, EvalSettings(seeds=(0,))) == 1
+
+
+def test_a_small_evaluation_is_not_worth_a_second_process(tiny_policy, monkeypatch):
+    """A second process costs an interpreter, torch and the model: the tests' evaluations (a
+    dozen tasks) stay in one; the default recipe's (110 tasks x 3 samples x 3 seeds) split."""
+    monkeypatch.delenv("RLVF_EVAL_PROCESSES", raising=False)
+    spec = PolicySpec(base=str(tiny_policy), device="cpu")
+    assert eval_processes(spec, EvalSettings(seeds=(0, 1), n_samples=2), n_tasks=12) == 1
+    assert eval_processes(spec, EvalSettings(seeds=(0, 1, 2), n_samples=3), n_tasks=110) == 2

@@ -208,12 +208,18 @@ def _seeds_job(
         queue.put(("error", f"{type(e).__name__}: {e}"))
 
 
-def eval_processes(policy: Any, settings: EvalSettings) -> int:
+# A second process pays for a fresh interpreter, torch and the model (5-10 s of CPU): only
+# when its seeds sample at least this many completions does it save wall time.
+MIN_SPLIT_SAMPLES = 200
+
+
+def eval_processes(policy: Any, settings: EvalSettings, n_tasks: int | None = None) -> int:
     """How many processes share an evaluation: 2 for a saved policy on a CPU with 2+ cores.
 
     Seeds are independent (each samples under its own torch seeds), so splitting them
     between processes gives the same numbers in less wall time; RLVF_EVAL_PROCESSES=1 turns
-    it off. A GPU, an in-memory model or a single seed keeps one process.
+    it off (=2 forces it). A GPU, an in-memory model, a single seed or a small evaluation
+    (`n_tasks` x samples x the second process's seeds under MIN_SPLIT_SAMPLES) keeps one.
     """
     import os
 
@@ -227,6 +233,8 @@ def eval_processes(policy: Any, settings: EvalSettings) -> int:
     if not isinstance(policy, PolicySpec) or len(settings.seeds) < 2 or (os.cpu_count() or 1) < 2:
         return 1
     if multiprocessing.current_process().daemon:  # e.g. the base-eval prefetch: no children allowed
+        return 1
+    if n_tasks is not None and n_tasks * settings.n_samples * (len(settings.seeds) // 2) < MIN_SPLIT_SAMPLES:
         return 1
     return 2 if resolve_device(policy.device) == "cpu" else 1
 
@@ -377,7 +385,6 @@ def evaluate(
     if world > 1:
         return _evaluate_on_ranks(policy, settings, world, policy_name, workers, progress)
     spec = policy
-    split = eval_processes(policy, settings) > 1
     if not isinstance(policy, tuple):
         from rlvf.models.loader import load_policy
 
@@ -391,6 +398,7 @@ def evaluate(
             t0 = time.perf_counter()
             tasks = load_tasks(suite, settings.per_cell, settings.limit)
             seeds = list(settings.seeds)
+            split = eval_processes(spec, settings, len(tasks)) > 1
             mine, theirs = (
                 (seeds[: (len(seeds) + 1) // 2], seeds[(len(seeds) + 1) // 2 :]) if split else (seeds, [])
             )

@@ -94,6 +94,14 @@ def _base_eval_job(flat: dict[str, Any], recipe: str) -> None:
         base_lm_eval(cfg)
 
 
+def _samples(settings: Any) -> int:
+    """Completions an evaluation with `settings` samples."""
+    from rlvf.evaluate.core import load_tasks
+
+    n = sum(len(load_tasks(s, settings.per_cell, settings.limit)) for s in settings.suites)
+    return n * settings.n_samples * len(settings.seeds)
+
+
 def prefetch_base_eval(cfg: Any) -> None:
     """Start the base's eval in another process when it is not cached yet.
 
@@ -114,6 +122,10 @@ def prefetch_base_eval(cfg: Any) -> None:
     lm_key = base_lm_eval_key(cfg)
     lm_done = lm_key is None or eval_cache.load_json(lm_key) is not None
     if key in _BASE_EVAL_JOBS or (eval_cache.load(key, list(settings.suites)) is not None and lm_done):
+        return
+    from rlvf.evaluate.core import MIN_SPLIT_SAMPLES
+
+    if lm_key is None and _samples(settings) < MIN_SPLIT_SAMPLES:  # cheaper here than a process
         return
     proc = multiprocessing.get_context("spawn").Process(
         target=_base_eval_job, args=(dict(cfg._flat), cfg.recipe), daemon=True
