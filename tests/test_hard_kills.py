@@ -120,7 +120,9 @@ def _session(sid: int) -> list[tuple[int, bytes]]:
 @pytest.mark.skipif(not Path("/proc").is_dir() or (os.cpu_count() or 1) < 2, reason="Linux, 2+ cores")
 def test_kill_9_of_a_dpo_run_takes_its_base_eval_child_along(tmp_path):
     proc = _start(
-        tmp_path, [sys.executable, "-m", "rlvf", "dpo", "-r", "small", "-s", "tracking.experiment=d"]
+        tmp_path,
+        # an eval big enough (12 tasks x 9 samples x 2 seeds) to be prefetched in a child process
+        [sys.executable, "-m", "rlvf", "dpo", "-r", "small", "-s", "tracking.experiment=d;eval.n_samples=9"],
     )
     try:
         _wait_running(tmp_path, proc, "d")
