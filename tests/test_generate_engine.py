@@ -157,21 +157,26 @@ def test_sample_cli_bad_input_is_one_line_and_nothing_written(tmp_path):
     assert len(r.stderr.strip().splitlines()) == 1 and not out.exists()
 
 
-def _greedy(model, tok, prompts: list[str], steps: int = 24) -> list[list[int]]:
+def _decode(model, tok, prompts: list[str], **kwargs) -> list[list[int]]:
+    """`sample_pruned` on the padded prompts (kwargs: its decoding settings)."""
     from rlvf.generate.decode import sample_pruned
 
     enc = tok(prompts, padding=True, return_tensors="pt", add_special_tokens=False)
     with torch.inference_mode():
-        return sample_pruned(
-            model,
-            enc["input_ids"],
-            enc["attention_mask"],
-            max_new_tokens=steps,
-            temperature=0.0,
-            top_p=1.0,
-            eos_token_id=tok.eos_token_id,
-            finished=lambda rows, toks: [False] * len(rows),
-        )
+        return sample_pruned(model, enc["input_ids"], enc["attention_mask"], **kwargs)
+
+
+def _greedy(model, tok, prompts: list[str], steps: int = 24) -> list[list[int]]:
+    return _decode(
+        model,
+        tok,
+        prompts,
+        max_new_tokens=steps,
+        temperature=0.0,
+        top_p=1.0,
+        eos_token_id=tok.eos_token_id,
+        finished=lambda rows, toks: [False] * len(rows),
+    )
 
 
 def test_repeated_prompts_share_one_prefill_and_decode_like_distinct_rows(tiny_model):
@@ -215,9 +220,6 @@ def test_sampling_passes_the_cache_under_the_name_the_model_takes(tiny_model):
 
 def _sampled(model, tok, prompts: list[str], *, reserve_kv: bool, generators=None, steps: int = 40):
     """Temperature sampling with rows stopping at different steps (so rows leave the cache)."""
-    from rlvf.generate.decode import sample_pruned
-
-    enc = tok(prompts, padding=True, return_tensors="pt", add_special_tokens=False)
     seen: dict[int, int] = {}
 
     def finished(rows, toks):
@@ -226,19 +228,18 @@ def _sampled(model, tok, prompts: list[str], *, reserve_kv: bool, generators=Non
         return [seen[r] >= 6 + 5 * r for r in rows]  # row r stops after 6 + 5r tokens
 
     torch.manual_seed(11)
-    with torch.inference_mode():
-        return sample_pruned(
-            model,
-            enc["input_ids"],
-            enc["attention_mask"],
-            max_new_tokens=steps,
-            temperature=0.9,
-            top_p=0.95,
-            eos_token_id=-1,  # no EOS: every row runs until `finished` says so
-            finished=finished,
-            generators=generators,
-            reserve_kv=reserve_kv,
-        )
+    return _decode(
+        model,
+        tok,
+        prompts,
+        max_new_tokens=steps,
+        temperature=0.9,
+        top_p=0.95,
+        eos_token_id=-1,  # no EOS: every row runs until `finished` says so
+        finished=finished,
+        generators=generators,
+        reserve_kv=reserve_kv,
+    )
 
 
 def test_reserved_kv_cache_samples_exactly_what_the_plain_cache_samples(tiny_model):
