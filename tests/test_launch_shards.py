@@ -103,7 +103,7 @@ def test_a_rank_serves_jobs_and_a_failing_job_names_it(tmp_path, monkeypatch):
     from rlvf.train.launch import FINISHED
 
     d = _launch(tmp_path, monkeypatch)
-    rank1 = threading.Thread(target=shards.serve, args=(1, d), kwargs={"until_job": False})
+    rank1 = threading.Thread(target=shards.serve, args=(1, d), kwargs={"until": None})
     rank1.start()
     try:
         got = shards.gather(shards.scatter("tasks", load_tasks, {1: {"suite": "procedural", "limit": 2}}))
@@ -165,7 +165,7 @@ def test_a_busy_rank_is_waited_for_however_long_its_share_takes(tmp_path, monkey
     slow.__module__, slow.__qualname__ = "rlvf.runtime", "_slow_for_test"
     monkeypatch.setattr(rlvf.runtime, "_slow_for_test", slow, raising=False)
     d = _launch(tmp_path, monkeypatch)
-    rank1 = threading.Thread(target=shards.serve, args=(1, d), kwargs={"until_job": False})
+    rank1 = threading.Thread(target=shards.serve, args=(1, d), kwargs={"until": None})
     rank1.start()
     try:
         pending = shards.scatter("slow work", slow, {1: {"seconds": 2.5}})
@@ -174,3 +174,20 @@ def test_a_busy_rank_is_waited_for_however_long_its_share_takes(tmp_path, monkey
     finally:
         (d / FINISHED).touch()
         rank1.join(timeout=30)
+
+
+def test_each_training_of_a_launch_is_a_new_numbered_job(tmp_path, monkeypatch):
+    """Iterative DPO trains once a round: every publish is a job the other ranks have not
+    taken yet, and it clears the last training's weight digests and reference-log-prob cache."""
+    from rlvf.train import launch
+
+    monkeypatch.setenv("RLVF_LAUNCH_DIR", str(tmp_path))
+    monkeypatch.setattr(launch, "_published", 0)
+    assert launch.job_after(0) == 0
+    launch.publish({"method": "dpo", "rows": [1, 2, 3]})
+    assert launch.job_after(0) == 1 and launch.job_after(1) == 0
+    (tmp_path / "weights-rank1.sha256").write_text("round 1")
+    (tmp_path / "datasets-cache").mkdir()
+    launch.publish({"method": "dpo", "rows": [4, 5]})
+    assert launch.job_after(1) == 2 and launch.job_after(2) == 0
+    assert not (tmp_path / "weights-rank1.sha256").exists() and not (tmp_path / "datasets-cache").exists()

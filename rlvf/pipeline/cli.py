@@ -100,12 +100,17 @@ def run_entry(method: str, recipe: str | None, overrides: Sequence[str]) -> Any:
     if launch.follower():  # a rank of `accelerate launch` / `torchrun`: it trains when rank 0 does
         from rlvf.train import shards
 
-        shards.serve(launch.rank(), launch.launch_dir())  # eval / sampling shards before training
-        code = launch.follow()
-        if code:
-            raise SystemExit(code)
-        shards.serve(launch.rank(), launch.launch_dir(), until_job=False)  # the trained policy's eval
-        return None
+        done = 0  # training jobs taken: one per training (iterative DPO trains once a round)
+        while True:  # eval / sampling shards until rank 0 trains, train beside it, and again
+            shards.serve(
+                launch.rank(), launch.launch_dir(), until=lambda done=done: bool(launch.job_after(done))
+            )
+            code, seq = launch.follow(done)
+            if code:
+                raise SystemExit(code)
+            if not seq:  # the launch ended
+                return None
+            done = seq
     if launch.external():
         from rlvf.train import shards
         from rlvf.train.ranks import world_size

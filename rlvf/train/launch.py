@@ -19,6 +19,7 @@ import atexit
 import hashlib
 import os
 import pickle
+import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -26,6 +27,8 @@ from typing import Any
 from rlvf.train.ranks import JOB, world_size
 
 FINISHED = "finished"
+SEQ = "job.seq"  # how many training jobs rank 0 has published
+_published = 0
 DIGEST_WAIT_S = 120.0
 
 
@@ -61,7 +64,7 @@ def lead() -> None:
     (however the pipeline ends) that releases ranks still waiting for a job."""
     d = launch_dir()
     d.mkdir(parents=True, exist_ok=True)
-    for stale in (JOB, FINISHED):
+    for stale in (JOB, FINISHED, SEQ):
         (d / stale).unlink(missing_ok=True)
     for stale in d.glob("weights-rank*.sha256"):  # a reused RLVF_LAUNCH_DIR: last launch's digests
         stale.unlink(missing_ok=True)
@@ -74,26 +77,48 @@ def lead() -> None:
 
 
 def publish(job: dict[str, Any]) -> Path:
-    """Rank 0, at training: the job the other ranks train on (written whole, then renamed)."""
+    """Rank 0, at training: the job the other ranks train on (written whole, then renamed),
+    numbered, so that a pipeline that trains several times (iterative DPO's rounds) hands
+    each training to the ranks in turn; the last training's weight digests go first."""
+    global _published
     d = launch_dir()
+    for stale in d.glob("weights-rank*.sha256"):
+        stale.unlink(missing_ok=True)
+    # TRL's reference log-probs of the last training: its cache names them by a fingerprint a
+    # later round's rows can share
+    shutil.rmtree(d / "datasets-cache", ignore_errors=True)
     tmp = d / f"{JOB}.tmp"
     tmp.write_bytes(pickle.dumps({**job, "run_id": None}))
     tmp.replace(d / JOB)
+    _published += 1
+    tmp = d / f"{SEQ}.tmp"
+    tmp.write_text(str(_published))
+    tmp.replace(d / SEQ)
     return d
 
 
-def follow() -> int:
-    """A rank other than 0: wait for rank 0's job, train beside it, exit (0: nothing to do)."""
+def job_after(done: int) -> int:
+    """The number of the training job rank 0 has published, when it is past `done` (else 0)."""
+    try:
+        seq = int((launch_dir() / SEQ).read_text() or 0)
+    except (OSError, ValueError):
+        return 0
+    return seq if seq > done else 0
+
+
+def follow(done: int = 0) -> tuple[int, int]:
+    """A rank other than 0: wait for rank 0's next training job (past number `done`), train
+    beside it; (exit code, the job's number), or (0, 0) when the launch ended without one."""
     from rlvf.console import quiet_libraries
     from rlvf.train.ranks import _rank
 
     quiet_libraries()
     d = launch_dir()
-    while not (d / JOB).exists():
+    while not (seq := job_after(done)):
         if (d / FINISHED).exists():
-            return 0
+            return 0, 0
         time.sleep(0.5)
-    return _rank(d, rank())
+    return _rank(d, rank()), seq
 
 
 def check_digests(work: Path, digest: str) -> None:

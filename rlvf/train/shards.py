@@ -190,12 +190,11 @@ def run_job(path: Path) -> None:
     _write(answer, value)
 
 
-def serve(rank: int, directory: Path, *, until_job: bool = True) -> None:
-    """A rank other than 0: do the jobs rank 0 hands out, until the launch finishes (or, with
-    `until_job`, until rank 0 publishes the training job, which `launch.follow` takes)."""
+def serve(rank: int, directory: Path, *, until: Callable[[], bool] | None = None) -> None:
+    """A rank other than 0: do the jobs rank 0 hands out, until the launch finishes (or until
+    `until()`: rank 0 has published a training job, which `launch.follow` takes)."""
     from rlvf.console import quiet_libraries
     from rlvf.train.launch import FINISHED
-    from rlvf.train.ranks import JOB
 
     quiet_libraries()  # one console for all ranks: the same quiet rules
     _device_for_rank()
@@ -208,7 +207,7 @@ def serve(rank: int, directory: Path, *, until_job: bool = True) -> None:
             if jobs:
                 run_job(jobs[0])
                 continue
-            if (directory / FINISHED).exists() or (until_job and (directory / JOB).exists()):
+            if (directory / FINISHED).exists() or (until is not None and until()):
                 return
             time.sleep(POLL_S)
     finally:
