@@ -47,33 +47,6 @@ def pytest_sessionstart(session) -> None:
         bootstrap("small", progress=True)
 
 
-# The longest test files (CI durations), longest first. With `--dist loadfile` a worker runs
-# a whole file: one of these started last would keep a worker busy while the others idle.
-LONGEST_FIRST = (
-    "test_server_outage.py",
-    "test_launch_rl.py",
-    "test_hard_kills.py",
-    "test_team_server.py",
-    "test_train_ranks.py",
-    "test_concurrent_store.py",
-    "test_resume.py",
-    "test_pipeline.py",
-    "test_study.py",
-    "test_iterative_dpo.py",
-    "test_accelerate_configs.py",
-    "test_models_bootstrap.py",
-    "test_export_safety.py",
-    "test_entrypoints.py",
-    "test_launch_shards.py",
-    "test_verify_ray.py",
-)
-
-
-def pytest_collection_modifyitems(session, config, items) -> None:
-    rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
-    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: files keep their order
-
-
 @pytest.fixture(scope="module", autouse=True)
 def _mlflow_experiment_per_module():
     """`mlflow.set_experiment` is process-global (a module variable and MLFLOW_EXPERIMENT_ID,
