@@ -182,7 +182,6 @@ def test_each_training_of_a_launch_is_a_new_numbered_job(tmp_path, monkeypatch):
     from rlvf.train import launch
 
     monkeypatch.setenv("RLVF_LAUNCH_DIR", str(tmp_path))
-    monkeypatch.setattr(launch, "_published", 0)
     assert launch.job_after(0) == 0
     launch.publish({"method": "dpo", "rows": [1, 2, 3]})
     assert launch.job_after(0) == 1 and launch.job_after(1) == 0

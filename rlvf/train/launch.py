@@ -27,8 +27,7 @@ from typing import Any
 from rlvf.train.ranks import JOB, world_size
 
 FINISHED = "finished"
-SEQ = "job.seq"  # how many training jobs rank 0 has published
-_published = 0
+SEQ = "job.seq"  # how many training jobs rank 0 has published (cleared by `lead`)
 DIGEST_WAIT_S = 120.0
 
 
@@ -80,8 +79,8 @@ def publish(job: dict[str, Any]) -> Path:
     """Rank 0, at training: the job the other ranks train on (written whole, then renamed),
     numbered, so that a pipeline that trains several times (iterative DPO's rounds) hands
     each training to the ranks in turn; the last training's weight digests go first."""
-    global _published
     d = launch_dir()
+    seq = job_after(0) + 1
     for stale in d.glob("weights-rank*.sha256"):
         stale.unlink(missing_ok=True)
     # TRL's reference log-probs of the last training: its cache names them by a fingerprint a
@@ -90,9 +89,8 @@ def publish(job: dict[str, Any]) -> Path:
     tmp = d / f"{JOB}.tmp"
     tmp.write_bytes(pickle.dumps({**job, "run_id": None}))
     tmp.replace(d / JOB)
-    _published += 1
     tmp = d / f"{SEQ}.tmp"
-    tmp.write_text(str(_published))
+    tmp.write_text(str(seq))
     tmp.replace(d / SEQ)
     return d
 
