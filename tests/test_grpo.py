@@ -62,9 +62,21 @@ def test_engine_returns_the_sampled_token_ids(tiny_model) -> None:
     from rlvf.generate.engine import HFBackend, SamplingSettings
 
     model, tok = tiny_model
-    raws = HFBackend(model, tok, 8).run(
-        [t.prompt for t in TASKS], [t.entry_point for t in TASKS], SamplingSettings(max_new_tokens=24, seed=3)
+    reported: list[tuple[int, object]] = []
+    prompts = [t.prompt for t in TASKS] * 2
+    raws = HFBackend(model, tok, len(prompts)).run(
+        prompts,
+        [t.entry_point for t in TASKS] * 2,
+        SamplingSettings(max_new_tokens=24, seed=3),
+        on_row=lambda i, raw: reported.append((i, raw)),
     )
+    # every row is handed on once, with the record the run returns; in one batch, the rows
+    # that stopped early come while it samples, before those that ran to the token limit
+    assert sorted(i for i, _ in reported) == list(range(len(prompts)))
+    assert all(raw == raws[i] for i, raw in reported)
+    finishes = [raw.finish for _, raw in reported]
+    cut = finishes.index("length")
+    assert cut > 0 and set(finishes[cut:]) == {"length"}, finishes
     for raw in raws:
         assert raw.token_ids
         ids = list(raw.token_ids)
@@ -174,6 +186,8 @@ def test_two_grpo_steps_change_every_trainable_param_and_keep_every_rollout(
     for key in ("train/reward", "train/verifier_infra_failure_rate", "train/verifier_tampering_rate"):
         assert key in logged
     assert "train/dynamic_sampling_zero_variance_after" in logged
+    # each completion was judged while its batch was still sampling, none judged twice
+    assert result.trainer.rlvf_reward.prefetch_hits == result.rollouts_written
 
 
 def test_merged_adapter_samples_the_same_policy_and_restores_the_base_exactly(tiny_policy) -> None:

@@ -121,6 +121,38 @@ def test_as_trl_reward_function_with_dataset_columns() -> None:
         fn(prompts=[ADD.prompt], completions=["x"])
 
 
+def test_prefetched_verdicts_are_the_verdicts_of_a_batch_call() -> None:
+    """Completions handed over one by one while a batch samples (rlvf's GRPO rollouts) score
+    exactly as when judged with the batch: the same clean-up, categories and rewards, each
+    prefetched verdict taken once (duplicates each their own), the rest judged in the call."""
+    batch = [
+        "    return a + b + 3\n",
+        "    return 3 if a + b == 0 else a + b\n",
+        "    import sys\n    sys.exit(0)\n",
+        "    while True:\n        pass\n",
+        "    return a + b + 3\n",  # a duplicate: judged twice, as in a batch
+        "\n\n",
+        "    return a - b\n",  # never prefetched
+    ]
+    ids = [ADD.task_id] * len(batch)
+    plain = VerifierReward([ADD], timeout=1.0)
+    want = plain(completions=batch, task_id=ids)
+    early = VerifierReward([ADD], timeout=1.0)
+    assert early.can_prefetch
+    early.prefetch(ADD.task_id, "    return 0\n")  # asked for by no call: forgotten below
+    early.forget_prefetched()
+    for raw in batch[:-1]:
+        early.prefetch(ADD.task_id, raw)
+    early.prefetch("no/such-task", batch[0])  # unknown task: ignored
+    assert early(completions=batch, task_id=ids) == want == [1.0, 0.25, 0.0, 0.0, 1.0, 0.0, 0.0]
+    assert early.prefetch_hits == len(batch) - 1
+    assert [(s.completion, s.outcome.category, s.outcome.index) for s in early.last] == [
+        (s.completion, s.outcome.category, s.outcome.index) for s in plain.last
+    ]
+    # nothing left over: the same batch again is judged in the call
+    assert early(completions=batch, task_id=ids) == want and early.prefetch_hits == len(batch) - 1
+
+
 def test_killing_the_fork_server_mid_batch_gives_none_not_zero() -> None:
     """Correct but slow solutions; the fork server is killed while some are being judged.
     Those get None (excluded), the rest are still judged correct, none is scored 0."""

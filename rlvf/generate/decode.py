@@ -164,6 +164,7 @@ def sample_pruned(
     logprobs: list[list[float]] | None = None,
     generators: list[Any] | None = None,
     reserve_kv: bool = True,
+    on_done: Callable[[int, list[int]], None] | None = None,
 ) -> list[list[int]]:
     """New token ids per row (EOS kept when emitted), stopping rows as `finished` says.
 
@@ -178,6 +179,9 @@ def sample_pruned(
     in one inverse-CDF lookup, where a `multinomial` call per row and step cost as much as
     the small model's matmuls. `reserve_kv` keeps room in the KV cache for the new tokens
     (`_reserved_cache`; off: transformers' plain DynamicCache, the same samples, slower).
+    `on_done(row, tokens)` is called as soon as a row stops (EOS or `finished`), while the
+    others go on: its tokens are final, so a caller can start judging it already. Rows still
+    going at `max_new_tokens` are not reported here.
     """
     import torch
     from transformers import DynamicCache
@@ -246,6 +250,8 @@ def sample_pruned(
         for k, d in zip(live, done, strict=True):
             if d or toks[k] == eos_token_id:
                 alive[k] = False
+                if on_done is not None:
+                    on_done(rows[k], out[rows[k]])
         n_alive = sum(alive)
         if not n_alive or step == max_new_tokens - 1:
             break

@@ -16,7 +16,7 @@ from __future__ import annotations
 import hashlib
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -207,6 +207,7 @@ class HFBackend:
         logprobs: bool = False,
         row_seeds: Sequence[int] | None = None,
         shard: tuple[int, int] | None = None,
+        on_row: Callable[[int, _Raw], None] | None = None,
     ) -> list[_Raw]:
         """One completion per prompt (callers repeat prompts for n samples); `logprobs` also
         keeps each sampled token's log-probability (RL trainers; needs the pruning sampler).
@@ -217,6 +218,10 @@ class HFBackend:
         `shard` (rank, world) samples only batches b with b % world == rank, and returns one
         entry per prompt, None for the rows of other ranks' batches: each batch is seeded on
         its own, so the ranks' rows together are exactly one process's.
+
+        `on_row(i, raw)` gets each prompt's record as soon as its row stops (the pruning
+        sampler reports a row that ends early while the rest of its batch goes on), so a
+        caller can judge it while the others are still sampled (RL rewards).
         """
         tok, model = self.tok, self.model
         if (logprobs or row_seeds is not None) and not self.prune:
@@ -240,7 +245,17 @@ class HFBackend:
         try:
             with cpu_threads(str(device)):
                 self._run_batches(
-                    prompts, entry_points, settings, order, out, device, bar, logprobs, row_seeds, shard=shard
+                    prompts,
+                    entry_points,
+                    settings,
+                    order,
+                    out,
+                    device,
+                    bar,
+                    logprobs,
+                    row_seeds,
+                    on_row=on_row,
+                    shard=shard,
                 )
         finally:
             model.train(was_training)
@@ -274,12 +289,23 @@ class HFBackend:
         bar,
         want_lp=False,
         row_seeds=None,
-        on_finished=None,
+        on_row=None,
         shard=None,
     ) -> None:
         import torch
 
         tok, model = self.tok, self.model
+
+        def done_early(idx: list[int], crit: _FunctionEnd, lps: list[list[float]] | None):
+            """sample_pruned's `on_done` for this batch: the row's record, handed on at once."""
+
+            def report(r: int, tokens: list[int]) -> None:
+                i = idx[r]
+                out[i] = self._raw(tokens, crit.stopped[r], lps[r] if lps is not None else None)
+                on_row(i, out[i])
+
+            return report
+
         for b, start in enumerate(range(0, len(order), self.batch_size)):
             if shard is not None and b % shard[1] != shard[0]:
                 continue  # another rank's batch
@@ -305,31 +331,39 @@ class HFBackend:
                         finished=crit.feed,
                         logprobs=lps,
                         generators=gens,
+                        on_done=done_early(idx, crit, lps) if on_row is not None else None,
                     )
                 else:
                     new = self._generate(enc, settings, crit)
             for r, i in enumerate(idx):
-                ids = new[r]
-                eos_at = None
-                if tok.eos_token_id in ids:
-                    eos_at = ids.index(tok.eos_token_id)
-                    ids = ids[:eos_at]
-                    finish = "eos"
-                elif crit.stopped[r]:
-                    finish = "stop"
-                else:
-                    finish = "length"
-                if tok.pad_token_id != tok.eos_token_id:
-                    while ids and ids[-1] == tok.pad_token_id:
-                        ids = ids[:-1]
-                text = tok.decode(ids, skip_special_tokens=True)
-                sampled = (*ids, tok.eos_token_id) if finish == "eos" else tuple(ids)
-                lp: tuple[float, ...] = ()
-                if lps is not None:  # aligned with `sampled` (trailing pads dropped, EOS kept)
-                    lp = tuple(lps[r][: len(ids)]) + ((lps[r][eos_at],) if eos_at is not None else ())
-                out[i] = _Raw(text=text, n_tokens=len(ids), finish=finish, token_ids=sampled, logprobs=lp)
+                if out[i] is None:
+                    out[i] = self._raw(new[r], crit.stopped[r], lps[r] if lps is not None else None)
+                    if on_row is not None:
+                        on_row(i, out[i])
             if bar is not None:
                 bar.update(len(idx))
+
+    def _raw(self, ids: list[int], stopped: bool, lps: list[float] | None) -> _Raw:
+        """One row's record from its new tokens (EOS kept when emitted)."""
+        tok = self.tok
+        eos_at = None
+        if tok.eos_token_id in ids:
+            eos_at = ids.index(tok.eos_token_id)
+            ids = ids[:eos_at]
+            finish = "eos"
+        elif stopped:
+            finish = "stop"
+        else:
+            finish = "length"
+        if tok.pad_token_id != tok.eos_token_id:
+            while ids and ids[-1] == tok.pad_token_id:
+                ids = ids[:-1]
+        text = tok.decode(ids, skip_special_tokens=True)
+        sampled = (*ids, tok.eos_token_id) if finish == "eos" else tuple(ids)
+        lp: tuple[float, ...] = ()
+        if lps is not None:  # aligned with `sampled` (trailing pads dropped, EOS kept)
+            lp = tuple(lps[: len(ids)]) + ((lps[eos_at],) if eos_at is not None else ())
+        return _Raw(text=text, n_tokens=len(ids), finish=finish, token_ids=sampled, logprobs=lp)
 
 
 class VLLMBackend:

@@ -18,8 +18,10 @@ Each completion gets exactly one of three outcomes, never confused:
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -91,8 +93,14 @@ def score_completions(
     workers: int | None = None,
     stop: Sequence[str] = (),
     server: Any | None = None,
+    prefetched: Callable[[str, str], tuple[Cleaned, Future[Outcome]] | None] | None = None,
 ) -> list[Scored]:
-    """Clean, verify (concurrently, in the sandbox) and score raw completions, in order."""
+    """Clean, verify (concurrently, in the sandbox) and score raw completions, in order.
+
+    `prefetched(task_id, completion)` may hand over a completion's clean-up and its verdict
+    already on its way (`VerifierReward.prefetch`: the same clean-up and the same judge,
+    started earlier); the others are judged here as one batch.
+    """
     from rlvf.verify import verify_samples
 
     if len(task_ids) != len(completions):
@@ -100,15 +108,28 @@ def score_completions(
     unknown = sorted({t for t in task_ids if t not in tasks})
     if unknown:
         raise ValueError(f"reward: unknown task id '{unknown[0]}' ({len(unknown)} unknown)")
+    early = [
+        prefetched(tid, raw) if prefetched else None for tid, raw in zip(task_ids, completions, strict=True)
+    ]
     cleaned = []
-    for tid, raw in zip(task_ids, completions, strict=True):
+    for tid, raw, got in zip(task_ids, completions, early, strict=True):
         task = tasks[tid]
-        cleaned.append(clean_completion(task.prompt, raw, task.entry_point or None, stop))
+        cleaned.append(got[0] if got else clean_completion(task.prompt, raw, task.entry_point or None, stop))
     samples = [
         Sample(task_id=tid, index=i, completion=c.completion)
         for i, (tid, c) in enumerate(zip(task_ids, cleaned, strict=True))
     ]
-    outcomes = verify_samples(tasks, samples, timeout=timeout, workers=workers, progress=False, server=server)
+    rest = [i for i, got in enumerate(early) if got is None]
+    outcomes: list[Outcome] = [None] * len(samples)  # type: ignore[list-item]
+    if rest:
+        judged = verify_samples(
+            tasks, [samples[i] for i in rest], timeout=timeout, workers=workers, progress=False, server=server
+        )
+        for i, o in zip(rest, judged, strict=True):
+            outcomes[i] = o
+    for i, got in enumerate(early):
+        if got is not None:
+            outcomes[i] = dataclasses.replace(got[1].result(), index=i)
     return [
         Scored(s.task_id, s.completion, reward_of(o, mode, lowest), o, c)
         for s, o, c in zip(samples, outcomes, cleaned, strict=True)
@@ -156,6 +177,10 @@ class VerifierReward:
     The infra guard counts over the whole run (`min_checked` completions first, so one
     unlucky batch at the start does not stop it). `last` keeps the latest batch's details
     and `listeners` are called with each batch (the rollout recorder).
+
+    `prefetch` starts judging one completion as soon as its row stops sampling (rlvf's
+    rollouts do this), so most of a batch is judged by the time TRL asks for its rewards;
+    a call then takes those verdicts (`prefetch_hits`) and judges only the rest.
     """
 
     tasks: Mapping[str, Task] | Iterable[Task]
@@ -171,6 +196,7 @@ class VerifierReward:
     listeners: list[Callable[[list[Scored], dict[str, Any]], None]] = field(default_factory=list)
     n_scored: int = 0
     n_infra: int = 0
+    prefetch_hits: int = 0
 
     def __post_init__(self) -> None:
         if not isinstance(self.tasks, Mapping):
@@ -179,6 +205,50 @@ class VerifierReward:
             raise ValueError(f"reward mode '{self.mode}' is not one of {', '.join(REWARD_MODES)}")
         self._lock = threading.Lock()
         self.__name__ = "verifier"  # TRL names reward metrics after it (rewards/verifier/mean)
+        self._early: dict[tuple[str, str], list[tuple[Cleaned, Future[Outcome]]]] = {}
+        self._judges: Any = None
+        self._problems: dict[str, Any] | None = None
+
+    @property
+    def can_prefetch(self) -> bool:
+        """Only this machine's sandboxes take single completions (Ray judges whole batches)."""
+        from rlvf.verify.backend import current
+
+        return self.server is not None or current().name != "ray"
+
+    def prefetch(self, task_id: str, completion: str) -> None:
+        """Clean and start judging one raw completion now; the next call that scores the same
+        (task, completion) takes its verdict instead of judging it again."""
+        from rlvf.verify.batch import JudgePool
+        from rlvf.verify.sandbox import Limits
+
+        task = self.tasks.get(task_id)  # type: ignore[union-attr]
+        if task is None:
+            return
+        if self._judges is None:
+            self._judges = JudgePool(self.workers, self.server)
+            self._problems = {tid: t.to_problem() for tid, t in self.tasks.items()}  # type: ignore[union-attr]
+        cleaned = clean_completion(task.prompt, completion, task.entry_point or None, self.stop)
+        sample = Sample(task_id=task_id, index=0, completion=cleaned.completion)
+        future = self._judges.submit(self._problems, sample, Limits(timeout=self.timeout))
+        with self._lock:
+            self._early.setdefault((task_id, completion), []).append((cleaned, future))
+
+    def forget_prefetched(self) -> None:
+        """Drop verdicts no call asked for (a new batch is about to be sampled)."""
+        with self._lock:
+            stale, self._early = self._early, {}
+        for entries in stale.values():
+            for _, future in entries:
+                future.cancel()
+
+    def _take(self, task_id: str, completion: str) -> tuple[Cleaned, Future[Outcome]] | None:
+        with self._lock:
+            entries = self._early.get((task_id, completion))
+            if not entries:
+                return None
+            self.prefetch_hits += 1
+            return entries.pop(0)
 
     def __call__(
         self,
@@ -200,6 +270,7 @@ class VerifierReward:
             workers=self.workers,
             stop=self.stop,
             server=self.server,
+            prefetched=self._take if self._early else None,
         )
         rates = batch_rates(scored)
         with self._lock:
@@ -215,3 +286,18 @@ class VerifierReward:
         if n_total >= self.min_checked:
             check_infra_rate(n_infra, n_total, self.max_infra_rate)
         return [s.reward for s in scored]
+
+
+def prefetcher(reward: Any, task_ids: Sequence[str | None]) -> Callable[[int, Any], None] | None:
+    """An `on_row` for `HFBackend.run` that hands row i's completion (for task `task_ids[i]`;
+    None: not prefetched) to `reward` as soon as it stops sampling; None when `reward` cannot
+    take single completions (not a `VerifierReward`, or judged by Ray)."""
+    if not getattr(reward, "can_prefetch", False):
+        return None
+    reward.forget_prefetched()
+
+    def on_row(i: int, raw: Any) -> None:
+        if task_ids[i] is not None:
+            reward.prefetch(task_ids[i], raw.text)
+
+    return on_row

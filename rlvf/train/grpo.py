@@ -214,10 +214,18 @@ def rlvf_rollout_func(tok: Any, tasks: Sequence[Task], settings: GRPOSettings, b
     holding a contiguous share of whole groups) draw the same samples, while all of a rank's
     groups still share one batched pass.
     Returns the prompt and completion token ids TRL scores (logprobs None: TRL computes them).
+
+    Each completion goes to the trainer's verifier reward (`rlvf_reward.prefetch`) the moment
+    its row stops, so the sandbox judges it while the batch's longer rows are still sampled;
+    TRL's reward call then finds most verdicts ready.
     """
     from rlvf.generate.engine import HFBackend, SamplingSettings
+    from rlvf.rewards.verifier import prefetcher
 
     entry = {t.prompt: (t.entry_point or None) for t in tasks}
+    task_of: dict[str, str | None] = {}
+    for t in tasks:  # a prompt two tasks share names no single task: judged the usual way
+        task_of[t.prompt] = t.task_id if t.prompt not in task_of else None
     calls = itertools.count()
 
     def rollout(prompts: list[str], trainer: Any) -> dict[str, Any]:
@@ -237,12 +245,14 @@ def rlvf_rollout_func(tok: Any, tasks: Sequence[Task], settings: GRPOSettings, b
             max_new_tokens=settings.max_completion_length,
             seed=_seed(settings.seed, call),
         )
+        on_row = prefetcher(getattr(trainer, "rlvf_reward", None), [task_of.get(p) for p in prompts])
         with merged_adapter(model) as sampler:
             raws = HFBackend(sampler, tok, max(batch_size, g)).run(
                 list(prompts),
                 [entry.get(p) for p in prompts],
                 sampling,
                 row_seeds=seeds,
+                on_row=on_row,
             )
         distinct = list(dict.fromkeys(prompts))  # a group's prompt is tokenized once
         ids = dict(zip(distinct, tok(distinct, add_special_tokens=False)["input_ids"], strict=True))

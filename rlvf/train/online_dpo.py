@@ -326,6 +326,7 @@ def _make_trainer_class() -> type:
             (named by their global group), the pairing stats, the verdicts and the draw's
             global pair count; rank 0 records every rank's rollouts."""
             from rlvf.generate.engine import HFBackend, SamplingSettings
+            from rlvf.rewards.verifier import prefetcher
             from rlvf.rl.rollouts import rollouts_from_scored
             from rlvf.train.grpo import merged_adapter
 
@@ -348,6 +349,7 @@ def _make_trainer_class() -> type:
                         [e for e in entry for _ in range(g)],
                         sampling,
                         row_seeds=row_seeds,
+                        on_row=prefetcher(self.reward, [t for t in task_ids for _ in range(g)]),
                     )
             finally:
                 tok.padding_side = side

@@ -354,6 +354,7 @@ class PPOTrainer:
         seeded by (run seed, iteration, its place in the global batch), so which rank samples
         it does not change its completion: one process and N ranks draw the same rollouts."""
         from rlvf.generate.engine import HFBackend, SamplingSettings, pack_rollout
+        from rlvf.rewards.verifier import prefetcher
         from rlvf.train.grpo import merged_adapter
 
         s = self.settings
@@ -377,6 +378,7 @@ class PPOTrainer:
                     sampling,
                     logprobs=True,
                     row_seeds=row_seeds,
+                    on_row=prefetcher(self.reward, [t.task_id for t in tasks]),
                 )
         finally:
             self.tok.padding_side = side

@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 import os
 from collections.abc import Iterable, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 from tqdm.auto import tqdm
@@ -75,36 +75,63 @@ def verify_local(
     started) gets `infra_error`: no verdict, never a wrong answer, so rewards can exclude it.
     """
     judge_server = server or default_server()
-
-    def one(sample: Sample) -> Outcome:
-        problem = problems.get(sample.task_id)
-        if problem is None:
-            return Outcome(sample.task_id, sample.index, False, "invalid_input", detail="unknown task_id")
-        starts = judge_server.starts
-        try:
-            outcome = check_completion(
-                problem,
-                sample.completion,
-                limits.timeout,
-                index=sample.index,
-                limits=limits,
-                server=judge_server,
-            )
-        except (SandboxError, OSError) as e:
-            return Outcome(sample.task_id, sample.index, False, INFRA_ERROR, detail=f"sandbox: {e}"[:300])
-        # A restart while this sample ran means its child died with the old fork server: the
-        # verdict (usually "stopped answering") says nothing about the sample.
-        if judge_server.starts > max(starts, 1):
-            return dataclasses.replace(
-                outcome,
-                passed=False,
-                category=INFRA_ERROR,
-                detail=f"the sandbox fork server died while judging (would have read {outcome.category})",
-            )
-        return outcome
-
     n = workers or default_workers()
     with ThreadPoolExecutor(max_workers=n, thread_name_prefix="rlvf-judge") as pool:
-        results = pool.map(one, samples)
+        results = pool.map(lambda s: judge_one(problems, s, limits, judge_server), samples)
         bar = tqdm(results, total=len(samples), desc="verify", unit="sample", disable=not progress)
         return list(bar)
+
+
+def judge_one(
+    problems: Mapping[str, dict[str, Any]], sample: Sample, limits: Limits, server: ForkServer
+) -> Outcome:
+    """One sample's verdict from a sandboxed child of `server` (`verify_local`'s judges)."""
+    problem = problems.get(sample.task_id)
+    if problem is None:
+        return Outcome(sample.task_id, sample.index, False, "invalid_input", detail="unknown task_id")
+    starts = server.starts
+    try:
+        outcome = check_completion(
+            problem,
+            sample.completion,
+            limits.timeout,
+            index=sample.index,
+            limits=limits,
+            server=server,
+        )
+    except (SandboxError, OSError) as e:
+        return Outcome(sample.task_id, sample.index, False, INFRA_ERROR, detail=f"sandbox: {e}"[:300])
+    # A restart while this sample ran means its child died with the old fork server: the
+    # verdict (usually "stopped answering") says nothing about the sample.
+    if server.starts > max(starts, 1):
+        return dataclasses.replace(
+            outcome,
+            passed=False,
+            category=INFRA_ERROR,
+            detail=f"the sandbox fork server died while judging (would have read {outcome.category})",
+        )
+    return outcome
+
+
+class JudgePool:
+    """Judges that take samples one at a time, as they come (`judge_one` on a thread pool).
+
+    `verify_local` judges a finished batch; an RL step can instead hand each completion over
+    the moment its row stops sampling (`rlvf.rewards.VerifierReward.prefetch`), so the sandbox
+    works on one core while the sampler finishes the batch's longest rows on the other.
+    Local sandboxes only (with Ray the batch goes to the actors as a whole).
+    """
+
+    def __init__(self, workers: int | None = None, server: ForkServer | None = None) -> None:
+        self.server = server or default_server()
+        self._pool = ThreadPoolExecutor(
+            max_workers=workers or default_workers(), thread_name_prefix="rlvf-judge"
+        )
+
+    def submit(
+        self, problems: Mapping[str, dict[str, Any]], sample: Sample, limits: Limits
+    ) -> Future[Outcome]:
+        return self._pool.submit(judge_one, problems, sample, limits, self.server)
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)
