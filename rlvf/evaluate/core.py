@@ -163,9 +163,10 @@ def _sample_and_verify(
     workers: int | None,
     progress: bool,
 ) -> tuple[list[Sample], list[Outcome]]:
-    """One seed of one suite: n samples per task under that seed, judged in the sandbox."""
-    from rlvf.generate import SamplingSettings, generate
-    from rlvf.verify import verify_samples
+    """One seed of one suite: n samples per task under that seed, judged in the sandbox (each
+    sample as soon as its row stops: `rlvf.verify.stream`)."""
+    from rlvf.generate import SamplingSettings
+    from rlvf.verify.stream import sample_and_judge
 
     sampling = SamplingSettings(
         n=settings.n_samples,
@@ -174,17 +175,16 @@ def _sample_and_verify(
         max_new_tokens=settings.max_new_tokens,
         seed=seed,
     )
-    samples, _ = generate(
+    return sample_and_judge(
         policy,
         tasks,
         sampling,
-        backend="hf",
         batch_size=settings.batch_size,
-        progress=progress,
         policy_name=policy_name,
+        timeout=settings.timeout,
+        workers=workers,
+        progress=progress,
     )
-    outcomes = verify_samples(tasks, samples, timeout=settings.timeout, workers=workers, progress=progress)
-    return samples, outcomes
 
 
 def _seeds_job(

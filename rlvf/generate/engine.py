@@ -467,13 +467,16 @@ def generate(
     policy_name: str | None = None,
     clean: bool = True,
     shard: tuple[int, int] | None = None,
+    on_sample: Callable[[int, Sample], None] | None = None,
 ) -> tuple[list[Sample], Throughput]:
     """Sample `settings.n` completions per task; returns (samples, throughput).
 
     `policy` is a `PolicySpec`, a policy name ('embedded', a hub id, a directory) or an
     already loaded ``(model, tokenizer)`` pair (for training loops). Samples come back
     ordered by task, then index. `shard` (rank, world): only that rank's share of the
-    batches (`HFBackend.run`), for the ranks of an external launch.
+    batches (`HFBackend.run`), for the ranks of an external launch. `on_sample(k, sample)` gets
+    row k's sample (k: task index x n + sample index) as soon as the row stops sampling (hf;
+    other backends: once they return), so a caller can judge it while the rest are sampled.
     """
     from tqdm.auto import tqdm
 
@@ -505,16 +508,10 @@ def generate(
     if shard is not None and engine.name == "hf":  # this rank's rows only
         starts = range(0, total, batch_size)
         total = sum(min(batch_size, total - a) for b, a in enumerate(starts) if b % shard[1] == shard[0])
-    with tqdm(total=total, desc="sample", unit="sample", disable=not progress) as bar:
-        if shard is None:
-            raws = engine.run(flat_prompts, flat_eps, settings, bar=bar)
-        else:
-            raws = engine.run(flat_prompts, flat_eps, settings, bar=bar, shard=shard)
-    stats.seconds = time.perf_counter() - t0
-    samples = []
-    for k, raw in enumerate(raws):
-        if raw is None:  # another rank's row
-            continue
+    built: dict[int, Sample] = {}
+
+    def build(k: int, raw: _Raw) -> Sample:
+        """Row k's sample (cleaned as eval judges it), counted once in the throughput."""
         task = tasks[k // settings.n]
         text, extra = raw.text, {}
         if clean:
@@ -523,21 +520,37 @@ def generate(
             if c.format_error:
                 extra["format_error"] = c.format_error
                 stats.format_errors += 1
-        samples.append(
-            Sample(
-                task_id=task.task_id,
-                index=k % settings.n,
-                completion=text,
-                policy=label,
-                seed=settings.seed,
-                settings={**recorded, **extra},
-                n_tokens=raw.n_tokens,
-                finish=raw.finish,
-            )
-        )
         stats.samples += 1
         stats.tokens += raw.n_tokens
         stats.finish[raw.finish] = stats.finish.get(raw.finish, 0) + 1
+        built[k] = Sample(
+            task_id=task.task_id,
+            index=k % settings.n,
+            completion=text,
+            policy=label,
+            seed=settings.seed,
+            settings={**recorded, **extra},
+            n_tokens=raw.n_tokens,
+            finish=raw.finish,
+        )
+        if on_sample is not None:
+            on_sample(k, built[k])
+        return built[k]
+
+    kwargs: dict[str, Any] = {}
+    if shard is not None:
+        kwargs["shard"] = shard
+    if engine.name == "hf" and on_sample is not None:
+        kwargs["on_row"] = build  # each row's sample as soon as the row stops
+    with tqdm(total=total, desc="sample", unit="sample", disable=not progress) as bar:
+        raws = engine.run(flat_prompts, flat_eps, settings, bar=bar, **kwargs)
+    stats.seconds = time.perf_counter() - t0
+    samples = [
+        built[k] if k in built else build(k, raw)
+        for k, raw in enumerate(raws)
+        if raw is not None  # None: another rank's row
+    ]
+    stats.finish = dict(sorted(stats.finish.items()))  # rows stop in any order; the record does not
     if progress:
         print(stats.summary(), file=sys.stderr)
     return samples, stats

@@ -24,20 +24,19 @@ def sampling_shard(
 ) -> tuple[list[Sample], list[Outcome]]:
     """One rank's share of `sample_and_verify`: the sampling batches b with b % world == rank
     (`rlvf.generate.engine.HFBackend.run`), judged in the sandbox on that rank."""
-    from rlvf.generate import generate
-    from rlvf.verify import verify_samples
+    from rlvf.verify.stream import sample_and_judge
 
-    samples, _ = generate(
+    return sample_and_judge(
         spec,
         tasks,
         settings,
-        backend="hf",
         batch_size=batch_size,
-        progress=progress,
         policy_name=policy_name,
+        timeout=timeout,
+        workers=workers,
+        progress=progress,
         shard=shard,
     )
-    return samples, verify_samples(tasks, samples, timeout=timeout, workers=workers, progress=progress)
 
 
 def _sample_on_ranks(
@@ -78,10 +77,10 @@ def sample_and_verify(
     """n samples per task from `policy` (a PolicySpec, or a loaded (model, tokenizer)) with
     cfg.generate, judged by the verifier. As rank 0 of an external launch, a PolicySpec's
     batches are shared among the ranks (`rlvf.train.shards`): the same samples either way."""
-    from rlvf.generate import SamplingSettings, generate
+    from rlvf.generate import SamplingSettings
     from rlvf.models.loader import PolicySpec
     from rlvf.train import shards
-    from rlvf.verify import verify_samples
+    from rlvf.verify.stream import sample_and_judge
 
     settings = SamplingSettings(
         n=cfg["generate.n_samples"],
@@ -104,19 +103,16 @@ def sample_and_verify(
             "workers": cfg["verify.workers"],
         }
         return _sample_on_ranks(job, list(tasks), world, progress)
-    samples, _ = generate(
+    return sample_and_judge(
         policy,
         tasks,
         settings,
-        backend="hf",
         batch_size=cfg["generate.batch_size"],
-        progress=progress,
         policy_name=policy_name,
+        timeout=cfg["verify.timeout"],
+        workers=cfg["verify.workers"],
+        progress=progress,
     )
-    outcomes = verify_samples(
-        tasks, samples, timeout=cfg["verify.timeout"], workers=cfg["verify.workers"], progress=progress
-    )
-    return samples, outcomes
 
 
 def training_tasks(cfg: Any) -> list[Task]:
