@@ -10,6 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from stores import seed_store
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs" / "accelerate"
 GPU = {
@@ -82,7 +83,7 @@ def test_cpu_gloo_config_launches_two_ranks_into_one_run(tmp_path):
     from rlvf.records import write_jsonl
 
     write_jsonl(tmp_path / "pairs.jsonl", examples(8))
-    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    uri = seed_store(tmp_path / "mlflow.db")
     env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
     repo = str(CONFIGS.parents[1])
     env.update(MLFLOW_TRACKING_URI=uri, PYTHONPATH=repo, HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1")

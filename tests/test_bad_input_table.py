@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 import pytest
+from stores import seed_store
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -19,7 +20,7 @@ def root(tmp_path_factory):
     from rlvf.tracking.store import open_store
 
     root = tmp_path_factory.mktemp("bad")
-    open_store(f"sqlite:///{root}/mlflow.db")
+    open_store(seed_store(root / "mlflow.db"))
     # a suite file whose second line lacks the `test` field
     (root / "bad_suite.jsonl").write_text(
         '{"task_id": "t/0", "prompt": "def f():\\n", "entry_point": "f", "test": "def check(c): pass\\n"}\n'
@@ -33,7 +34,7 @@ def _env(root: Path, **extra: str) -> dict[str, str]:
     drop = ("MLFLOW_", "HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")
     env = {k: v for k, v in os.environ.items() if not k.startswith(drop)}
     env.update(
-        MLFLOW_TRACKING_URI=f"sqlite:///{root}/mlflow.db",
+        MLFLOW_TRACKING_URI=seed_store(root / "mlflow.db"),
         RLVF_EVAL_CACHE=str(root / "evalcache"),
         PYTHONPATH=str(REPO),
         TMPDIR=str(root / "tmp"),
@@ -46,7 +47,7 @@ def _env(root: Path, **extra: str) -> dict[str, str]:
 def _nothing_left(root: Path) -> None:
     from mlflow import MlflowClient
 
-    client = MlflowClient(f"sqlite:///{root}/mlflow.db")
+    client = MlflowClient(seed_store(root / "mlflow.db"))
     runs = client.search_runs([e.experiment_id for e in client.search_experiments()])
     assert [(r.info.run_id, r.info.status) for r in runs] == []
     assert client.search_model_versions() == []
@@ -127,7 +128,7 @@ def test_mlflow_run_rejected_value_leaves_no_run(root):
     assert p.returncode != 0
     ours = [x for x in p.stderr.splitlines() if x.startswith("error:")]
     assert ours == ["error: config key 'train.learning_rate' must be a number, got 'abc'"], p.stderr[-2000:]
-    client = MlflowClient(f"sqlite:///{root}/mlflow.db")
+    client = MlflowClient(seed_store(root / "mlflow.db"))
     exp = client.get_experiment_by_name("rejected")
     deadline = time.monotonic() + 60  # the run is deleted once the `mlflow run` wrapper has exited
     while client.search_runs([exp.experiment_id]) and time.monotonic() < deadline:
@@ -139,7 +140,7 @@ def test_model_init_download_leaves_no_temp_copy(root):
     """A run's policy fetched for model.init lives in a temp dir removed when the process ends."""
     from mlflow import MlflowClient
 
-    client = MlflowClient(f"sqlite:///{root}/mlflow.db")
+    client = MlflowClient(seed_store(root / "mlflow.db"))
     exp = client.create_experiment("init-src", artifact_location=(root / "art").as_uri())
     rid = client.create_run(exp).info.run_id
     policy = root / "src" / "artifacts" / "policy"
@@ -188,7 +189,7 @@ def full_disk(tmp_path):
 def test_full_disk_is_one_line_and_the_run_ends_failed(root, full_disk):
     from mlflow import MlflowClient
 
-    client = MlflowClient(f"sqlite:///{root}/mlflow.db")
+    client = MlflowClient(seed_store(root / "mlflow.db"))
     client.create_experiment("full", artifact_location=(full_disk / "artifacts").as_uri())
     argv = [*RLVF, "eval", "-r", "small", "-s", "tracking.experiment=full"]
     p = subprocess.run(argv, cwd=root, env=_env(root), capture_output=True, text=True, timeout=300)

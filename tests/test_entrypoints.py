@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from stores import sqlite_store
+from stores import seed_store, sqlite_store
 
 from rlvf.methods import names
 from rlvf.pipeline.cli import parse_script_args, script_main
@@ -111,7 +111,7 @@ def test_bad_input_one_line_exit_2_nothing_logged(store, capsys, argv, message):
 
 def _env(store: Path) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
-    env["MLFLOW_TRACKING_URI"] = f"sqlite:///{store}/mlflow.db"
+    env["MLFLOW_TRACKING_URI"] = seed_store(store / "mlflow.db")
     env["RLVF_EVAL_CACHE"] = str(store / "evalcache")
     env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
     return env

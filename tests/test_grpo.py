@@ -7,6 +7,7 @@ import textwrap
 
 import pytest
 import torch
+from stores import seed_store
 
 from rlvf.errors import UserError
 from rlvf.records import Task
@@ -121,7 +122,7 @@ def mlflow_client(tmp_path):
     old = {
         k: os.environ.pop(k, None) for k in ("MLFLOW_RUN_ID", "MLFLOW_TRACKING_URI", "MLFLOW_EXPERIMENT_ID")
     }
-    mlflow.set_tracking_uri(f"sqlite:///{tmp_path}/mlflow.db")
+    mlflow.set_tracking_uri(seed_store(tmp_path / "mlflow.db"))
     yield MlflowClient()
     mlflow.set_tracking_uri("")
     for k, v in old.items():

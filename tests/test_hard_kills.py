@@ -17,6 +17,7 @@ import pytest
 
 sys.path.insert(0, os.path.dirname(__file__))
 import report_study as rs
+from stores import seed_store
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -24,7 +25,7 @@ REPO = Path(__file__).resolve().parents[1]
 def _env(root: Path) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
     env.update(
-        MLFLOW_TRACKING_URI=f"sqlite:///{root}/mlflow.db",
+        MLFLOW_TRACKING_URI=seed_store(root / "mlflow.db"),
         RLVF_EVAL_CACHE=str(root / "evalcache"),
         PYTHONPATH=str(REPO),
         HF_HUB_OFFLINE="1",
@@ -41,7 +42,7 @@ def _rlvf(root: Path, *args: str, **kw) -> subprocess.CompletedProcess:
 def _start(root: Path, argv: list[str]) -> subprocess.Popen:
     from rlvf.tracking.store import open_store
 
-    open_store(f"sqlite:///{root}/mlflow.db")  # the test's own client must not race the process
+    open_store(seed_store(root / "mlflow.db"))  # the test's own client must not race the process
     return subprocess.Popen(
         argv,
         cwd=root,
@@ -57,7 +58,7 @@ def _wait_running(root: Path, proc: subprocess.Popen, experiment: str):
     """The run once it is RUNNING with its process tag (the entry point is past start-up)."""
     from mlflow import MlflowClient
 
-    client = MlflowClient(f"sqlite:///{root}/mlflow.db")
+    client = MlflowClient(seed_store(root / "mlflow.db"))
     deadline = time.monotonic() + 240
     while time.monotonic() < deadline:
         assert proc.poll() is None, proc.communicate()

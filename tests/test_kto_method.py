@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from stores import sqlite_store
+from stores import seed_store, sqlite_store
 
 from rlvf.config import load_config
 
@@ -149,7 +149,7 @@ def test_kto_run_reads_back_from_the_store(client, store):
 
 
 def test_batch_size_one_is_refused_in_one_line(tmp_path, tiny_policy):
-    env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path}/mlflow.db", "HF_HUB_OFFLINE": "1"}
+    env = {**os.environ, "MLFLOW_TRACKING_URI": seed_store(tmp_path / "mlflow.db"), "HF_HUB_OFFLINE": "1"}
     env.pop("MLFLOW_RUN_ID", None)
     proc = subprocess.run(
         [sys.executable, "-m", "rlvf.pipeline", "kto", "--recipe", "small", "--set", "train.batch_size=1"],
@@ -169,5 +169,5 @@ def test_batch_size_one_is_refused_in_one_line(tmp_path, tiny_policy):
     from mlflow import MlflowClient
 
     if (tmp_path / "mlflow.db").exists():
-        c = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
+        c = MlflowClient(seed_store(tmp_path / "mlflow.db"))
         assert not c.search_runs([e.experiment_id for e in c.search_experiments()])

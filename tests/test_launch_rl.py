@@ -16,6 +16,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from stores import seed_store
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -56,7 +57,7 @@ EVAL.append("verify.timeout=10")
 def _launch(tmp: Path, method: str, overrides: list[str], world: int = 2) -> subprocess.CompletedProcess:
     env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
     env.update(
-        MLFLOW_TRACKING_URI=f"sqlite:///{tmp}/mlflow.db",
+        MLFLOW_TRACKING_URI=seed_store(tmp / "mlflow.db"),
         PYTHONPATH=str(REPO),
         HF_HUB_OFFLINE="1",
         OMP_NUM_THREADS="1",
@@ -102,7 +103,7 @@ def test_two_ranks_are_one_run_like_one_process(clean_env, method):
     tmp = clean_env
     r = _launch(tmp, method, [*SETTINGS[method], *EVAL])
     assert r.returncode == 0, r.stderr[-3000:]
-    client = MlflowClient(f"sqlite:///{tmp}/mlflow.db")
+    client = MlflowClient(seed_store(tmp / "mlflow.db"))
     (run,) = client.search_runs([client.get_experiment_by_name("dp").experiment_id])
     assert run.info.status == "FINISHED" and run.data.metrics["train/steps"] == 2
     (version,) = client.search_model_versions("name = 'dp'")

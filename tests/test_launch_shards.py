@@ -12,6 +12,7 @@ import threading
 from pathlib import Path
 
 import pytest
+from stores import seed_store
 
 from rlvf.train import shards
 
@@ -50,7 +51,7 @@ def test_two_torchrun_ranks_evaluate_like_one_process(tmp_path, tiny_policy, mon
 
     from rlvf.pipeline.cli import run_entry, split_sets
 
-    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    uri = seed_store(tmp_path / "mlflow.db")
     client = MlflowClient(uri)
     ids = {name: client.create_experiment(name) for name in ("one", "two")}  # the store, made once
     two = _two_ranks(tmp_path, uri)

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from stores import seed_store
 
 from rlvf.config.fields import Field
 from rlvf.methods import Method, Training, get, methods, names, register, unregister
@@ -324,7 +325,7 @@ def test_run_summary_gives_the_sites_verdict(gain, tmp_path):
     new_rows = [min(2, c + (1 if i < gain + 10 else 0)) for i, c in enumerate([1] * 10 + [0] * 20)]
     new = _result("dpo", [new_rows, new_rows])
     want = suite_delta(eval_record(base), eval_record(new))
-    mlflow.set_tracking_uri(f"sqlite:///{tmp_path}/mlflow.db")
+    mlflow.set_tracking_uri(seed_store(tmp_path / "mlflow.db"))
     try:
         with start_run(load_config("eval", "small"), "eval") as run:
             (line,) = compare_with_base(
@@ -349,7 +350,7 @@ def test_a_methods_curves_reach_the_report(tmp_path):
     from rlvf.report.collect import Collector
     from rlvf.tracking.runs import start_run
 
-    mlflow.set_tracking_uri(f"sqlite:///{tmp_path}/mlflow.db")
+    mlflow.set_tracking_uri(seed_store(tmp_path / "mlflow.db"))
     try:
         with start_run(load_config("dpo", "small"), "train") as run:
             for step in range(1, 4):

@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 import pytest
+from stores import seed_store
 
 REPO = Path(__file__).resolve().parents[1]
 STEPS, SAVE_EVERY = 24, 4
@@ -22,7 +23,7 @@ STEPS, SAVE_EVERY = 24, 4
 def _env(root: Path) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
     env.update(
-        MLFLOW_TRACKING_URI=f"sqlite:///{root}/mlflow.db",
+        MLFLOW_TRACKING_URI=seed_store(root / "mlflow.db"),
         RLVF_EVAL_CACHE=str(root / "evalcache"),
         PYTHONPATH=str(REPO),
         HF_HUB_OFFLINE="1",
@@ -95,7 +96,7 @@ def test_kill_9_then_resume_continues_the_same_run_from_its_checkpoint(tmp_path,
     from rlvf.train.common import last_checkpoint
 
     write_jsonl(tmp_path / "pairs.jsonl", examples(8))
-    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    uri = seed_store(tmp_path / "mlflow.db")
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
     mlflow.set_tracking_uri(uri)
     open_store(uri)

@@ -6,6 +6,7 @@ import os
 import textwrap
 
 import pytest
+from stores import seed_store
 
 from rlvf.records import Task
 from rlvf.rewards import score_completions
@@ -33,7 +34,7 @@ def mlflow_store(tmp_path):
     old = {
         k: os.environ.pop(k, None) for k in ("MLFLOW_RUN_ID", "MLFLOW_TRACKING_URI", "MLFLOW_EXPERIMENT_ID")
     }
-    mlflow.set_tracking_uri(f"sqlite:///{tmp_path}/mlflow.db")
+    mlflow.set_tracking_uri(seed_store(tmp_path / "mlflow.db"))
     yield tmp_path
     mlflow.set_tracking_uri("")
     for k, v in old.items():

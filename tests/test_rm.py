@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from stores import sqlite_store
+from stores import seed_store, sqlite_store
 
 from rlvf.config import load_config
 from rlvf.evaluate.bestofn import Candidate, group_values, select
@@ -231,7 +231,7 @@ def test_bad_reference_is_one_line_and_leaves_no_run(client, store, capsys):
     """The real command line: exit 2, one line on stderr, no run opened (so none left RUNNING)."""
     from rlvf.pipeline.cli import script_main
 
-    env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{store}/mlflow.db", "PYTHONPATH": str(ROOT)}
+    env = {**os.environ, "MLFLOW_TRACKING_URI": seed_store(store / "mlflow.db"), "PYTHONPATH": str(ROOT)}
     before = {r.info.run_id for r in client.search_runs(_experiments(client))}
     proc = subprocess.run(
         [sys.executable, "-m", "rlvf.pipeline", "eval", "--recipe", "small", "--select", "rm:nonexistent"],

@@ -19,6 +19,7 @@ from __future__ import annotations
 import math
 
 import pytest
+from stores import seed_store
 
 
 def _train(tmp_path, processes: int):
@@ -85,7 +86,7 @@ def sqlite_store(tmp_path, monkeypatch):
     for k in ("MLFLOW_RUN_ID", "MLFLOW_TRACKING_URI", "MLFLOW_EXPERIMENT_ID"):
         monkeypatch.delenv(k, raising=False)
     monkeypatch.chdir(tmp_path)  # the store's artifacts go under the temp dir
-    mlflow.set_tracking_uri(f"sqlite:///{tmp_path}/mlflow.db")
+    mlflow.set_tracking_uri(seed_store(tmp_path / "mlflow.db"))
     yield tmp_path
     mlflow.set_tracking_uri("")
 
