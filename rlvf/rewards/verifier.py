@@ -219,7 +219,7 @@ class VerifierReward:
     def prefetch(self, task_id: str, completion: str) -> None:
         """Clean and start judging one raw completion now; the next call that scores the same
         (task, completion) takes its verdict instead of judging it again."""
-        from rlvf.verify.batch import JudgePool
+        from rlvf.verify.batch import JudgePool, problems_of
         from rlvf.verify.sandbox import Limits
 
         task = self.tasks.get(task_id)  # type: ignore[union-attr]
@@ -227,7 +227,7 @@ class VerifierReward:
             return
         if self._judges is None:
             self._judges = JudgePool(self.workers, self.server)
-            self._problems = {tid: t.to_problem() for tid, t in self.tasks.items()}  # type: ignore[union-attr]
+            self._problems = problems_of(self.tasks)  # type: ignore[arg-type]
         cleaned = clean_completion(task.prompt, completion, task.entry_point or None, self.stop)
         sample = Sample(task_id=task_id, index=0, completion=cleaned.completion)
         future = self._judges.submit(self._problems, sample, Limits(timeout=self.timeout))

@@ -44,7 +44,7 @@ def verify_samples(
     machine's sandboxes. With Ray, `workers` (this machine's judges) does not apply: the
     actors are the parallelism, each with two judges and its own fork server.
     """
-    problems = _problems(tasks)
+    problems = problems_of(tasks)
     limits = limits or Limits(timeout=timeout)
     backend = backend or current()
     if backend.name == "ray" and server is None:
@@ -54,7 +54,8 @@ def verify_samples(
     return verify_local(problems, samples, limits=limits, workers=workers, progress=progress, server=server)
 
 
-def _problems(tasks: Mapping[str, Task | dict[str, Any]] | Iterable[Task]) -> dict[str, Any]:
+def problems_of(tasks: Mapping[str, Task | dict[str, Any]] | Iterable[Task]) -> dict[str, Any]:
+    """task_id -> the problem dict a judge checks against (Tasks or such dicts)."""
     by_id: dict[str, Any] = dict(tasks) if isinstance(tasks, Mapping) else {t.task_id: t for t in tasks}
     return {tid: (t.to_problem() if hasattr(t, "to_problem") else t) for tid, t in by_id.items()}
 
@@ -74,12 +75,13 @@ def verify_local(
     A sample the sandbox could not judge (the fork server died while it ran, or could not be
     started) gets `infra_error`: no verdict, never a wrong answer, so rewards can exclude it.
     """
-    judge_server = server or default_server()
-    n = workers or default_workers()
-    with ThreadPoolExecutor(max_workers=n, thread_name_prefix="rlvf-judge") as pool:
-        results = pool.map(lambda s: judge_one(problems, s, limits, judge_server), samples)
-        bar = tqdm(results, total=len(samples), desc="verify", unit="sample", disable=not progress)
-        return list(bar)
+    pool = JudgePool(workers, server)
+    try:
+        verdicts = [pool.submit(problems, s, limits) for s in samples]
+        bar = tqdm(verdicts, total=len(samples), desc="verify", unit="sample", disable=not progress)
+        return [v.result() for v in bar]
+    finally:
+        pool.close()
 
 
 def judge_one(

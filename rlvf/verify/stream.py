@@ -34,7 +34,7 @@ def sample_and_judge(
     """`generate(policy, tasks, settings, backend="hf", ...)` and the sandbox's verdicts, in order."""
     from rlvf.generate import generate
     from rlvf.verify.backend import current
-    from rlvf.verify.batch import JudgePool, _problems, verify_samples
+    from rlvf.verify.batch import JudgePool, problems_of, verify_samples
     from rlvf.verify.sandbox import Limits
 
     tasks = list(tasks)
@@ -44,7 +44,7 @@ def sample_and_judge(
     if current().name == "ray":
         samples, _ = generate(policy, tasks, settings, **common)
         return samples, verify_samples(tasks, samples, timeout=timeout, workers=workers, progress=progress)
-    problems, limits = _problems(tasks), Limits(timeout=timeout)
+    problems, limits = problems_of(tasks), Limits(timeout=timeout)
     pool = JudgePool(workers)
     verdicts: dict[int, Future[Outcome]] = {}
     try:
