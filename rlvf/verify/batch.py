@@ -77,11 +77,15 @@ def verify_local(
     """
     pool = JudgePool(workers, server)
     try:
-        verdicts = [pool.submit(problems, s, limits) for s in samples]
-        bar = tqdm(verdicts, total=len(samples), desc="verify", unit="sample", disable=not progress)
-        return [v.result() for v in bar]
+        return collect([pool.submit(problems, s, limits) for s in samples], progress)
     finally:
         pool.close()
+
+
+def collect(verdicts: Sequence[Future[Outcome]], progress: bool) -> list[Outcome]:
+    """The verdicts in order, waiting on each, under the one "verify" progress bar."""
+    bar = tqdm(verdicts, total=len(verdicts), desc="verify", unit="sample", disable=not progress)
+    return [v.result() for v in bar]
 
 
 def judge_one(

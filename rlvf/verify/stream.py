@@ -14,8 +14,6 @@ from collections.abc import Sequence
 from concurrent.futures import Future
 from typing import Any
 
-from tqdm.auto import tqdm
-
 from rlvf.records import Outcome, Sample, Task
 
 
@@ -34,7 +32,7 @@ def sample_and_judge(
     """`generate(policy, tasks, settings, backend="hf", ...)` and the sandbox's verdicts, in order."""
     from rlvf.generate import generate
     from rlvf.verify.backend import current
-    from rlvf.verify.batch import JudgePool, problems_of, verify_samples
+    from rlvf.verify.batch import JudgePool, collect, problems_of, verify_samples
     from rlvf.verify.sandbox import Limits
 
     tasks = list(tasks)
@@ -55,14 +53,9 @@ def sample_and_judge(
             on_sample=lambda k, sample: verdicts.__setitem__(k, pool.submit(problems, sample, limits)),
             **common,
         )
-        order = sorted(verdicts)  # generate's order: by task, then sample index
-        if len(order) != len(samples):
-            raise RuntimeError(f"sampling handed over {len(order)} of {len(samples)} samples")
-        with tqdm(total=len(order), desc="verify", unit="sample", disable=not progress) as bar:
-            outcomes = []
-            for k in order:
-                outcomes.append(verdicts[k].result())
-                bar.update(1)
+        if len(verdicts) != len(samples):
+            raise RuntimeError(f"sampling handed over {len(verdicts)} of {len(samples)} samples")
+        # generate's order: by task, then sample index
+        return samples, collect([verdicts[k] for k in sorted(verdicts)], progress)
     finally:
         pool.close()
-    return samples, outcomes
