@@ -8,8 +8,9 @@ sampling off so both do the same work) run twice in one process: once with rollo
 through `rlvf.generate.engine` (rows stop at the end of their function and leave the
 batch), once through GRPOTrainer's own `model.generate` path. Prints seconds per step, the
 ratio (goal: rlvf >= 1.5x faster on 2 CPU cores) and each path's share of step time in
-generation, reward (sandbox) and the rest (log-prob forwards + optimisation). The first
-step of each path is a warm-up and is left out of the means.
+generation, reward (sandbox) and the rest (log-prob forwards + optimisation: the same code
+on both paths, rlvf's trainer). The first step of each path is a warm-up and is left out of
+the means.
 
 On a machine shared with other work, wall time swings with the load, and the paths run
 one after the other: `--rounds N` alternates them N times (rlvf, trl, rlvf, trl, ...) and

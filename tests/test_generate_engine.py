@@ -287,3 +287,63 @@ def test_inverse_cdf_draws_follow_the_distribution_and_skip_zero_probability_tok
     freq = torch.bincount(draws, minlength=6).double() / len(u)
     assert freq[[0, 2, 5]].sum() == 0
     assert torch.allclose(freq, probs.double(), atol=0.01)
+
+
+def _logits_steps(model, tok, prompts: list[str], *, lean: bool) -> tuple[list[list[int]], list[list[float]]]:
+    """Tokens and their log-probs from temperature sampling, rows stopping at different steps."""
+    lp: list[list[float]] = []
+    seen: dict[int, int] = {}
+
+    def finished(rows, toks):
+        for r in rows:
+            seen[r] = seen.get(r, 0) + 1
+        return [seen[r] >= 5 + 4 * r for r in rows]
+
+    gens = [torch.Generator().manual_seed(i) for i in range(len(prompts))]
+    toks = _decode(
+        model, tok, prompts, max_new_tokens=30, temperature=0.9, top_p=1.0, eos_token_id=-1,
+        finished=finished, generators=gens, logprobs=lp, lean=lean,
+    )  # fmt: skip
+    return toks, lp
+
+
+def test_lean_decode_steps_are_bit_identical_to_the_models_forward(tiny_model):
+    """`rlvf.generate.lean` is only a faster call: the same tokens and the same log-probs, to the
+    bit, as calling the model every step, through padding, prefill fan-out and row pruning."""
+    from rlvf.generate.lean import lean_step
+
+    model, tok = tiny_model
+    suite = load_suite("procedural")
+    prompts = [suite[0].prompt, suite[7].prompt, suite[0].prompt, suite[3].prompt, suite[12].prompt]
+    assert lean_step(model) is not None  # the embedded models take the lean path
+    lean = _logits_steps(model, tok, prompts, lean=True)
+    plain = _logits_steps(model, tok, prompts, lean=False)
+    assert [len(t) for t in plain[0]] == [5 + 4 * r for r in range(len(prompts))]
+    assert lean == plain
+
+
+def test_lean_decode_covers_qwen2_with_grouped_kv_heads_and_declines_other_layers(tiny_model):
+    """A hub-style Qwen2 (q/k/v biases, 2 query heads per KV head) decodes bit-identically; a
+    layout it does not know (sliding windows, eager attention, Qwen3's q/k norms) keeps
+    calling the model."""
+    from transformers import Qwen2Config, Qwen2ForCausalLM, Qwen3Config, Qwen3ForCausalLM
+
+    from rlvf.generate.lean import lean_step
+
+    _, tok = tiny_model
+    torch.manual_seed(0)
+    common = dict(
+        vocab_size=len(tok), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+        num_attention_heads=4, num_key_value_heads=2, eos_token_id=tok.eos_token_id,
+        pad_token_id=tok.pad_token_id,
+    )  # fmt: skip
+    qwen2 = Qwen2ForCausalLM(Qwen2Config(**common)).eval()
+    prompts = [t.prompt for t in _tasks(3)]
+    assert lean_step(qwen2) is not None
+    assert _logits_steps(qwen2, tok, prompts, lean=True) == _logits_steps(qwen2, tok, prompts, lean=False)
+    assert lean_step(Qwen3ForCausalLM(Qwen3Config(**common))) is None
+    assert (
+        lean_step(Qwen2ForCausalLM(Qwen2Config(**common, use_sliding_window=True, sliding_window=8))) is None
+    )
+    eager = Qwen2ForCausalLM(Qwen2Config(**common, attn_implementation="eager"))
+    assert lean_step(eager) is None

@@ -31,13 +31,14 @@ RECORDED = {
     "sft/small": ("e2f07279", "9bcca7a4"),
     "dpo/small": ("cf7cba2d", "9bcca7a4"),
     # recorded when each method was added; rloo, ppo and online_dpo moved once on purpose
-    # (method revision 2: rollouts draw from per-row streams; their invariants did not move)
+    # (method revision 2: rollouts draw from per-row streams; their invariants did not move),
+    # rloo once more (revision 3: CPU log-probs of the completion tokens only)
     "kto/default": ("c6affbcb", "7eb96749"),
     "orpo/default": ("23749ceb", "7eb96749"),
     "kto/small": ("a46cda1d", "9bcca7a4"),
     "orpo/small": ("dac35157", "9bcca7a4"),
-    "rloo/default": ("0d6dcd29", "7eb96749"),
-    "rloo/small": ("eb75a6d6", "9bcca7a4"),
+    "rloo/default": ("894f18c1", "7eb96749"),
+    "rloo/small": ("ef64dde0", "9bcca7a4"),
     "eval/small": ("47607198", "e731329c"),
     # recorded when the reward model (rm) was added
     "rm/default": ("7731ef57", "404dad3e"),
@@ -57,7 +58,7 @@ RECORDED_LM_EVAL = {
     "eval/default": ("1e366761", "4ff2dda1"),
     "kto/default": ("48099aca", "5adff195"),
     "orpo/default": ("d5ea4172", "5adff195"),
-    "rloo/default": ("68c4b4f1", "5adff195"),
+    "rloo/default": ("d2a138ee", "5adff195"),
     "ppo/default": ("6795082e", "5adff195"),
     "online_dpo/default": ("688a4dd2", "5adff195"),
 }

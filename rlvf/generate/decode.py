@@ -15,6 +15,8 @@ import functools
 from collections.abc import Callable
 from typing import Any
 
+from rlvf.generate.lean import lean_step
+
 # Prune only once this share of the active rows has finished: dropping rows copies the
 # cache, so doing it for every single finished row would cost more than it saves.
 PRUNE_SHARE = 0.125
@@ -165,6 +167,7 @@ def sample_pruned(
     generators: list[Any] | None = None,
     reserve_kv: bool = True,
     on_done: Callable[[int, list[int]], None] | None = None,
+    lean: bool = True,
 ) -> list[list[int]]:
     """New token ids per row (EOS kept when emitted), stopping rows as `finished` says.
 
@@ -181,7 +184,9 @@ def sample_pruned(
     (`_reserved_cache`; off: transformers' plain DynamicCache, the same samples, slower).
     `on_done(row, tokens)` is called as soon as a row stops (EOS or `finished`), while the
     others go on: its tokens are final, so a caller can start judging it already. Rows still
-    going at `max_new_tokens` are not reported here.
+    going at `max_new_tokens` are not reported here. `lean` runs the decode steps of a
+    Llama-style model through `rlvf.generate.lean` (the same logits, bit for bit, without
+    transformers' per-call wrappers; off: `model(...)` every step).
     """
     import torch
     from transformers import DynamicCache
@@ -204,6 +209,7 @@ def sample_pruned(
     step_ids, step_pos = input_ids, positions
     alive = [True] * n
     cache_arg = {cache_kwarg(model): cache}
+    fast = lean_step(model) if lean else None
     uniforms = None
     if generators is not None and warpers:
         uniforms = torch.stack(
@@ -215,6 +221,8 @@ def sample_pruned(
     for step in range(max_new_tokens):
         if step == 0:
             logits = _prefill_once(model, input_ids, mask, positions, cache, cache_arg)
+        elif fast is not None:
+            logits = fast(step_ids, mask, step_pos, cache)
         else:
             logits = (
                 model(

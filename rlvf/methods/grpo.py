@@ -255,7 +255,9 @@ def examples(n: int) -> list[Task]:
 
 METHOD = Method(
     name="grpo",
-    revision=2,  # rollouts draw from per-row streams by inverse CDF (one process = N ranks)
+    # 2: rollouts draw from per-row streams by inverse CDF (one process = N ranks);
+    # 3: on a CPU, log-probs of the completion tokens only (rlvf.rl.logprobs), not TRL's fused head
+    revision=3,
     help="GRPO (TRL) with the sandboxed verifier's reward on the training prompts (dynamic sampling, "
     "every rollout kept); evaluates against the base, logs and registers the result. The same as "
     "`mlflow run . -e grpo --env-manager local`.",

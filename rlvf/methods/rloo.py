@@ -174,7 +174,9 @@ def make_trainer(cfg: Any, *, model, tok, rows, args, peft_config, callbacks):
 
 METHOD = Method(
     name="rloo",
-    revision=2,  # rollouts draw from per-row streams by inverse CDF (one process = N ranks)
+    # 2: rollouts draw from per-row streams by inverse CDF (one process = N ranks);
+    # 3: on a CPU, log-probs of the completion tokens only (rlvf.rl.logprobs), not TRL's fused head
+    revision=3,
     help="RLOO (TRL, leave-one-out baseline) with the sandboxed verifier's reward on the training prompts "
     "(every rollout kept); evaluates against the base, logs and registers the result. The same as "
     "`mlflow run . -e rloo --env-manager local`.",

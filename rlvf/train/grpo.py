@@ -16,7 +16,9 @@ What rlvf adds to TRL's trainer (a subclass that overrides one method,
 - rollouts through rlvf's sampling engine (`rollouts="rlvf"`): rows stop at the end of
   their function (the same rule as `rlvf sample`) and leave the batch as they stop, where
   TRL's `generate` runs every row to EOS or `max_completion_length`; a LoRA adapter is
-  merged for sampling (`merged_adapter`), so decode steps skip the adapter's matmuls.
+  merged for sampling (`merged_adapter`), so decode steps skip the adapter's matmuls;
+- on a CPU, log-probs and entropies of the completion tokens only (`rlvf.rl.logprobs`): TRL's
+  fused LM head projects every position there, prompt and padding included.
 
 This module has a function-level API on purpose: the method file that wires GRPO into the
 entry points, the config schema and the pipeline is separate (the method registry).
@@ -38,6 +40,7 @@ from rlvf.records import Task
 from rlvf.rewards import REWARD_MODES, VerifierReward
 from rlvf.rl.advantages import LOSS_TYPES, SCALE_MODES, scale_for_loss
 from rlvf.rl.dynamic import DynamicStats, dynamic_sample
+from rlvf.rl.logprobs import completion_logprobs
 from rlvf.rl.rollouts import RolloutRecorder, rollouts_from_scored
 
 ROLLOUT_BACKENDS = ("rlvf", "trl", "vllm-colocate", "vllm-server")
@@ -399,6 +402,46 @@ def _make_trainer_class(base: type | None = None):
             local = {k: v[share].to(device) for k, v in merged.items() if k != "num_items_in_batch"}
             local["num_items_in_batch"] = merged["num_items_in_batch"].to(device)  # global, as TRL's
             return local
+
+        def _get_per_token_logps_and_entropies(
+            self,
+            model,
+            input_ids,
+            attention_mask,
+            logits_to_keep,
+            batch_size=None,
+            compute_entropy=False,
+            compute_aux_loss=False,
+            **extra,
+        ):
+            """On a CPU, score only the completion positions (`rlvf.rl.logprobs`), not every
+            position through TRL's fused head; elsewhere (and for multimodal or MoE batches),
+            TRL's own path."""
+            if (
+                input_ids.device.type != "cpu"
+                or compute_aux_loss
+                or any(v is not None for v in extra.values())
+            ):
+                return super()._get_per_token_logps_and_entropies(
+                    model,
+                    input_ids,
+                    attention_mask,
+                    logits_to_keep,
+                    batch_size=batch_size,
+                    compute_entropy=compute_entropy,
+                    compute_aux_loss=compute_aux_loss,
+                    **extra,
+                )
+            logps, entropies = completion_logprobs(
+                model,
+                input_ids,
+                attention_mask,
+                logits_to_keep,
+                temperature=self.temperature,
+                entropy=compute_entropy,
+                rows=batch_size,
+            )
+            return logps, entropies, None
 
         def _gather_rewards(self, scored: list[Any]) -> list[list[float | None]]:
             """Every rank's groups' rewards, in global group order."""
