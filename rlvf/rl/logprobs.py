@@ -42,8 +42,6 @@ def completion_logprobs(
     completion = attention_mask[:, -logits_to_keep:]
     # Rows of similar completion length share a chunk, so trimming a chunk's padding removes most of it.
     order = torch.argsort(completion.sum(1), stable=True).tolist()
-    logps = input_ids.new_zeros((n, logits_to_keep), dtype=torch.float32)
-    ents = logps.clone() if entropy else None
     out_l, out_e, rows_of = [], [], []
     for start in range(0, n, step):
         idx = order[start : start + step]
