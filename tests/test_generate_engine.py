@@ -62,6 +62,15 @@ def test_pruning_loop_matches_model_generate_under_greedy_decoding(tiny_model):
     assert len({r.n_tokens for r in pruned}) > 3
 
 
+def _tiny_decoder(tok) -> dict:
+    """Config keywords of a random tiny decoder on the embedded tokenizer (2 query heads per KV head)."""
+    return dict(
+        vocab_size=len(tok), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+        num_attention_heads=4, num_key_value_heads=2, eos_token_id=tok.eos_token_id,
+        pad_token_id=tok.pad_token_id,
+    )  # fmt: skip
+
+
 def test_pruning_loop_matches_model_generate_on_a_qwen2_architecture(tiny_model):
     """The hub models users bring (Qwen2.5-Coder) take the same path: a random tiny Qwen2 here."""
     from transformers import Qwen2Config, Qwen2ForCausalLM
@@ -70,12 +79,7 @@ def test_pruning_loop_matches_model_generate_on_a_qwen2_architecture(tiny_model)
 
     _, tok = tiny_model
     torch.manual_seed(0)
-    cfg = Qwen2Config(
-        vocab_size=len(tok), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-        num_attention_heads=4, num_key_value_heads=2, eos_token_id=tok.eos_token_id,
-        pad_token_id=tok.pad_token_id,
-    )  # fmt: skip
-    model = Qwen2ForCausalLM(cfg).eval()
+    model = Qwen2ForCausalLM(Qwen2Config(**_tiny_decoder(tok))).eval()
     tasks = _tasks(4)
     prompts, eps = [t.prompt for t in tasks], [t.entry_point for t in tasks]
     settings = SamplingSettings(temperature=0.0, max_new_tokens=24)
@@ -218,8 +222,9 @@ def test_sampling_passes_the_cache_under_the_name_the_model_takes(tiny_model):
         assert old
 
 
-def _sampled(model, tok, prompts: list[str], *, reserve_kv: bool, generators=None, steps: int = 40):
-    """Temperature sampling with rows stopping at different steps (so rows leave the cache)."""
+def _sampled(model, tok, prompts: list[str], *, reserve_kv: bool, generators=None, steps: int = 40, **extra):
+    """Temperature sampling with rows stopping at different steps (so rows leave the cache);
+    `extra`: more `sample_pruned` keywords."""
     seen: dict[int, int] = {}
 
     def finished(rows, toks):
@@ -239,6 +244,7 @@ def _sampled(model, tok, prompts: list[str], *, reserve_kv: bool, generators=Non
         finished=finished,
         generators=generators,
         reserve_kv=reserve_kv,
+        **extra,
     )
 
 
@@ -290,20 +296,10 @@ def test_inverse_cdf_draws_follow_the_distribution_and_skip_zero_probability_tok
 
 
 def _logits_steps(model, tok, prompts: list[str], *, lean: bool) -> tuple[list[list[int]], list[list[float]]]:
-    """Tokens and their log-probs from temperature sampling, rows stopping at different steps."""
+    """`_sampled` on per-row streams: the tokens and their log-probs."""
     lp: list[list[float]] = []
-    seen: dict[int, int] = {}
-
-    def finished(rows, toks):
-        for r in rows:
-            seen[r] = seen.get(r, 0) + 1
-        return [seen[r] >= 5 + 4 * r for r in rows]
-
     gens = [torch.Generator().manual_seed(i) for i in range(len(prompts))]
-    toks = _decode(
-        model, tok, prompts, max_new_tokens=30, temperature=0.9, top_p=1.0, eos_token_id=-1,
-        finished=finished, generators=gens, logprobs=lp, lean=lean,
-    )  # fmt: skip
+    toks = _sampled(model, tok, prompts, reserve_kv=True, generators=gens, logprobs=lp, lean=lean)
     return toks, lp
 
 
@@ -318,7 +314,7 @@ def test_lean_decode_steps_are_bit_identical_to_the_models_forward(tiny_model):
     assert lean_step(model) is not None  # the embedded models take the lean path
     lean = _logits_steps(model, tok, prompts, lean=True)
     plain = _logits_steps(model, tok, prompts, lean=False)
-    assert [len(t) for t in plain[0]] == [5 + 4 * r for r in range(len(prompts))]
+    assert [len(t) for t in plain[0]] == [6 + 5 * r for r in range(len(prompts))]
     assert lean == plain
 
 
@@ -332,11 +328,7 @@ def test_lean_decode_covers_qwen2_with_grouped_kv_heads_and_declines_other_layer
 
     _, tok = tiny_model
     torch.manual_seed(0)
-    common = dict(
-        vocab_size=len(tok), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-        num_attention_heads=4, num_key_value_heads=2, eos_token_id=tok.eos_token_id,
-        pad_token_id=tok.pad_token_id,
-    )  # fmt: skip
+    common = _tiny_decoder(tok)
     qwen2 = Qwen2ForCausalLM(Qwen2Config(**common)).eval()
     prompts = [t.prompt for t in _tasks(3)]
     assert lean_step(qwen2) is not None
